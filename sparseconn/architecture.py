@@ -1,0 +1,121 @@
+"""The derived child architecture as data: JSON in, JSON out, rebuildable without the supernet.
+
+Like DARTS' ``Genotype`` but with the topology kept: every kept node with its channels and stride,
+every kept connection with its weight at pruning time, all candidate weights, and the source space
+config (encoder, ops, head), so ``build_child(Architecture.load(path))`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import networkx as nx
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from sparseconn.config import SpaceConfig, format_validation_error
+from sparseconn.errors import ArchitectureError, SpaceError
+from sparseconn.fileio import atomic_write_json
+from sparseconn.graph import check_graph, edge_key
+
+FORMAT_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeSpec(_Strict):
+    name: str
+    kind: Literal["encoder", "ground", "decoder", "head"]
+    channels: int | None
+    stride: int | None = None
+    size: int | None = None
+    feature: int | None = None
+    order: int = 0
+
+
+class EdgeSpec(_Strict):
+    src: str
+    dst: str
+    candidate: bool = True
+    weight: float | None = None
+    """Connection weight at pruning time (None for fixed edges)."""
+
+    @property
+    def key(self) -> str:
+        return edge_key(self.src, self.dst)
+
+
+class Architecture(_Strict):
+    format_version: int = FORMAT_VERSION
+    space: SpaceConfig
+    nodes: list[NodeSpec]
+    edges: list[EdgeSpec]
+    output: str
+    threshold: float
+    candidates: dict[str, float] = {}
+    """Every candidate connection's weight at pruning time (kept and pruned), for drawings."""
+    removed_stages: list[str] = []
+
+    @model_validator(mode="after")
+    def _check_refs(self) -> Architecture:
+        names = [n.name for n in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError("node names must be unique")
+        for i, e in enumerate(self.edges):
+            for end, field in ((e.src, "src"), (e.dst, "dst")):
+                if end not in names:
+                    raise ValueError(f"edges.{i}.{field}: node {end!r} is not in nodes")
+        if self.output not in names:
+            raise ValueError(f"output {self.output!r} is not in nodes")
+        return self
+
+    def graph(self) -> nx.DiGraph:
+        """The child graph, with the attributes of :mod:`sparseconn.graph`."""
+        g = nx.DiGraph(output=self.output)
+        for n in self.nodes:
+            g.add_node(n.name, **n.model_dump(exclude={"name"}))
+        for e in self.edges:
+            g.add_edge(e.src, e.dst, candidate=e.candidate, weight=e.weight)
+        try:
+            check_graph(g)
+        except SpaceError as exc:
+            raise ArchitectureError(f"architecture graph is invalid: {exc}") from None
+        return g
+
+    @property
+    def connections(self) -> list[str]:
+        """Kept candidate connections."""
+        return [e.key for e in self.edges if e.candidate]
+
+    def weights(self) -> dict[str, float]:
+        return {e.key: (1.0 if e.weight is None else e.weight) for e in self.edges if e.candidate}
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_json(path, self.model_dump(mode="json"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Architecture:
+        p = Path(path)
+        if not p.is_file():
+            raise ArchitectureError(f"architecture file {str(p)!r} does not exist")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ArchitectureError(f"{p} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ArchitectureError(f"{p}: expected a JSON object, got {type(data).__name__}")
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise ArchitectureError(f"{p}: format_version must be an integer, got {version!r}")
+        if version > FORMAT_VERSION:
+            raise ArchitectureError(f"{p} has format version {version}, newer than this sparseconn reads "
+                                    f"({FORMAT_VERSION}); upgrade sparseconn")
+        try:
+            arch = cls.model_validate(data)
+        except ValidationError as exc:
+            raise ArchitectureError(format_validation_error(exc, str(p), cls)) from None
+        arch.graph()  # structural check with a clear message
+        return arch

@@ -1,0 +1,66 @@
+"""Shared CLI plumbing: the typer app, one-line errors, device choice."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from sparseconn.errors import SparseconnError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="sparseconn",
+    help="Differentiable-connectivity NAS for dense prediction: search, prune, retrain, evaluate, draw.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Differentiable-connectivity NAS for dense prediction."""
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one line to stderr and return the exit-2 exception to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn user errors into one-line messages with exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SparseconnError as exc:
+            raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when available, else cpu; anything else is checked."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SparseconnError(f"--device {device!r} asked for CUDA, but no CUDA device is available")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise SparseconnError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return device
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,60 @@
+"""Encoders: registered backbones that return features fine to coarse.
+
+``build_encoder("mobilenet_v2", 1, width=1.0)`` builds one by its registry name;
+``encoder_feature_info`` gives the same channels and strides without building anything.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from sparseconn.encoders.base import ENCODERS, Encoder, FeatureInfo, register_encoder
+from sparseconn.encoders.mobilenetv2 import MobileNetV2, load_pretrained
+from sparseconn.encoders.tiny import TinyEncoder
+from sparseconn.errors import SparseconnError
+
+__all__ = [
+    "ENCODERS",
+    "Encoder",
+    "FeatureInfo",
+    "MobileNetV2",
+    "TinyEncoder",
+    "build_encoder",
+    "encoder_feature_info",
+    "load_pretrained",
+    "register_encoder",
+]
+
+
+def _check_params(name: str, cls: type[Encoder], params: dict[str, Any]) -> None:
+    """Reject parameters the encoder's constructor does not take, listing the ones it does.
+
+    Config values arrive as plain keyword dicts; without this check a typo would surface as a bare
+    ``TypeError: __init__() got an unexpected keyword argument``.
+    """
+    sig = inspect.signature(cls.__init__)
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return  # the encoder takes **kwargs: it checks its own parameters
+    accepted = [
+        p.name for p in list(sig.parameters.values())[1:] if p.kind in kinds and p.name != "in_channels"
+    ]
+    for key in params:
+        if key not in accepted:
+            listed = ", ".join(accepted) or "(none)"
+            raise SparseconnError(f"encoder {name!r} got unexpected parameter {key!r}; accepted: {listed}")
+
+
+def build_encoder(name: str, in_channels: int, **params: Any) -> Encoder:
+    """Build the encoder registered as ``name`` (unknown names list the registered ones)."""
+    cls = ENCODERS.get(name)
+    _check_params(name, cls, params)
+    return cls(in_channels=in_channels, **params)
+
+
+def encoder_feature_info(name: str, in_channels: int, **params: Any) -> list[FeatureInfo]:
+    """Channels and strides of encoder ``name``'s features, fine to coarse, without building it."""
+    cls = ENCODERS.get(name)
+    _check_params(name, cls, params)
+    return cls.feature_info(in_channels, **params)

@@ -1,0 +1,180 @@
+"""The network built from a graph: the supernet (gated, Eq. 1) and the child (plain, Eq. 4).
+
+Both are one class, :class:`GraphNet`, so a child is exactly the supernet restricted to its kept
+connections, minus the connection weights and per-edge BN.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import networkx as nx
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from sparseconn.config import SpaceConfig
+from sparseconn.connections import ConnectionWeights
+from sparseconn.encoders import build_encoder
+from sparseconn.errors import ArchitectureError
+from sparseconn.graph import candidate_edges, decoder_nodes, edge_key, nodes_of
+from sparseconn.heads import HEADS
+from sparseconn.ops import EDGE_OPS, FUSIONS, RESIZE_POLICIES, STAGE_OPS
+
+if TYPE_CHECKING:
+    from sparseconn.architecture import Architecture
+    from sparseconn.space import SearchSpace
+
+
+class GraphNet(nn.Module):
+    """Encoder -> ground pools -> decoder stages (in graph order) -> optional head.
+
+    Args:
+        cfg: the space config (encoder, ops, head).
+        graph: the candidate graph (supernet) or the pruned graph (child).
+        gated: supernet mode: one learnable weight per candidate and per-edge BN (if configured).
+        edge_bias: give edge convs a bias (a child that inherits folded BN needs it).
+    """
+
+    def __init__(self, cfg: SpaceConfig, graph: nx.DiGraph, *, gated: bool, edge_bias: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.graph = graph
+        self.gated = gated
+        self.output = graph.graph["output"]
+        self.encoder = build_encoder(cfg.encoder.name, cfg.in_channels, **cfg.encoder.params)
+        have = self.encoder.out_channels
+        for n in nodes_of(graph, "encoder") + nodes_of(graph, "ground"):
+            a = graph.nodes[n]
+            got = have[a["feature"]] if a["feature"] < len(have) else "no such feature"
+            if got != a["channels"]:
+                raise ArchitectureError(f"node {n} expects {a['channels']} channels from encoder feature "
+                                        f"{a['feature']}, but {cfg.encoder.name!r} gives {got}")
+        self.node_feature = {n: graph.nodes[n]["feature"] for n in nodes_of(graph, "encoder")}
+        self.ground_source = {n: (graph.nodes[n]["feature"], graph.nodes[n]["size"]) for n in nodes_of(graph, "ground")}
+        self.stage_order = decoder_nodes(graph)
+        self.stage_feature = {d: graph.nodes[d]["feature"] for d in self.stage_order}
+        used = list(self.node_feature.values()) + [f for f, _ in self.ground_source.values()]
+        self.upto = max(used + list(self.stage_feature.values()))  # the encoder stops after this feature
+
+        self.keys = candidate_edges(graph)
+        index = {k: i for i, k in enumerate(self.keys)}
+        policy = RESIZE_POLICIES.get(cfg.edges.resize)
+        edge_cls = EDGE_OPS.get(cfg.edges.op)
+        fusion_cls = FUSIONS.get(cfg.decoder.fusion)
+        stage_fn = STAGE_OPS.get(cfg.decoder.stage_op)
+        self.edges, self.fusions, self.stages = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
+        self.inputs: dict[str, list[str]] = {}
+        for d in self.stage_order:
+            c_out = graph.nodes[d]["channels"]
+            srcs = [k.split("->")[0] for k in self.keys if k.endswith(f"->{d}")]
+            self.inputs[d] = srcs
+            for s in srcs:
+                self.edges[edge_key(s, d)] = edge_cls(
+                    graph.nodes[s]["channels"], c_out,
+                    order=policy(graph.nodes[s]["stride"], graph.nodes[d]["stride"]),
+                    kernel=cfg.edges.kernel, norm=gated and cfg.edges.norm,
+                    norm_before_resize=cfg.edges.norm_before_resize, preact=cfg.edges.preact,
+                    align_corners=cfg.edges.align_corners, bias=edge_bias,
+                )
+            self.fusions[d] = fusion_cls(len(srcs), c_out)
+            self.stages[d] = stage_fn(c_out, kernel=cfg.decoder.stage_kernel)
+            # Positions of this stage's weights in the connection vector.
+            self.register_buffer(f"_idx_{d}", torch.tensor([index[edge_key(s, d)] for s in srcs]),
+                                 persistent=False)
+        self.head = None
+        if cfg.head is not None:
+            self.head = HEADS.get(cfg.head.name)(graph.nodes[self.output]["channels"], **cfg.head.params)
+        self.connections = ConnectionWeights(self.keys, cfg.connections) if gated else None
+
+    # -- parameter groups (DARTS' arch_parameters / weight split) ----------------------------------
+    def connection_parameters(self) -> list[nn.Parameter]:
+        return list(self.connections.parameters()) if self.connections is not None else []
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        conn = {id(p) for p in self.connection_parameters()}
+        return [p for p in self.parameters() if id(p) not in conn]
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        enc = {id(p) for p in self.encoder_parameters()}
+        return [p for p in self.weight_parameters() if id(p) not in enc]
+
+    @torch.no_grad()
+    def constrain_(self) -> None:
+        """Project connection weights back to their feasible set; call after each optimiser step."""
+        if self.connections is not None:
+            self.connections.project_()
+
+    # -- forward -------------------------------------------------------------------------------
+    def _stage(self, d: str, size: torch.Size, w: torch.Tensor | None, *xs: torch.Tensor) -> torch.Tensor:
+        ins = [self.edges[edge_key(s, d)](x, size) for s, x in zip(self.inputs[d], xs, strict=True)]
+        return self.stages[d](self.fusions[d](ins, w))  # (B, C_d, *size)
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All node features by name, for an input (B, C_in, H, W)."""
+        feats = self.encoder(x, upto=self.upto)  # fine to coarse
+        env = {n: feats[f] for n, f in self.node_feature.items()}
+        for g, (f, size) in self.ground_source.items():
+            env[g] = F.adaptive_avg_pool2d(feats[f], size)  # (B, C, size, size)
+        wvec = self.connections.vector() if self.connections is not None else None
+        use_ckpt = self.cfg.checkpointing and self.training and torch.is_grad_enabled()
+        for d in self.stage_order:
+            size = feats[self.stage_feature[d]].shape[-2:]
+            w = wvec[getattr(self, f"_idx_{d}")] if wvec is not None else None
+            xs = [env[s] for s in self.inputs[d]]
+            if use_ckpt:
+                env[d] = checkpoint(self._stage, d, size, w, *xs, use_reentrant=False)
+            else:
+                env[d] = self._stage(d, size, w, *xs)
+        return env
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.forward_features(x)[self.output]
+        return self.head(y, tuple(x.shape[-2:])) if self.head is not None else y
+
+    @property
+    def num_connections(self) -> int:
+        return len(self.keys)
+
+
+def build_supernet(space: SearchSpace) -> GraphNet:
+    """The supernet of a search space: every candidate connection, gated by a weight in [0, 1]."""
+    return GraphNet(space.cfg, space.graph, gated=True)
+
+
+def build_child(arch: Architecture, inherit: GraphNet | None = None) -> GraphNet:
+    """The child network of an architecture (Eq. 4), from the architecture alone.
+
+    With ``inherit`` (the supernet it was pruned from), the child starts from the supernet's
+    weights: per-edge BN and connection weight are folded into each kept conv, so in eval mode the
+    child computes what the supernet computes with its pruned connections set to zero.
+    """
+    child = GraphNet(arch.space, arch.graph(), gated=False, edge_bias=inherit is not None)
+    if inherit is not None:
+        inherit_weights(child, inherit)
+    return child
+
+
+@torch.no_grad()
+def inherit_weights(child: GraphNet, supernet: GraphNet) -> None:
+    """Copy encoder, stage, fusion and head weights and fold the kept edges (see :func:`build_child`)."""
+    if supernet.connections is None:
+        raise ArchitectureError("weights can only be inherited from a supernet (a gated GraphNet)")
+    missing = [k for k in child.keys if k not in supernet.edges]
+    if missing:
+        raise ArchitectureError(f"connection {missing[0]} of the child does not exist in the supernet")
+    child.encoder.load_state_dict(supernet.encoder.state_dict())
+    weights = supernet.connections.snapshot()
+    for d in child.stage_order:
+        child.stages[d].load_state_dict(supernet.stages[d].state_dict())
+        kept = [supernet.inputs[d].index(s) for s in child.inputs[d]]
+        child.fusions[d].inherit(supernet.fusions[d], kept)
+        for s in child.inputs[d]:
+            k = edge_key(s, d)
+            child.edges[k].fold_from(supernet.edges[k], weights[k])
+    if child.head is not None and supernet.head is not None:
+        child.head.load_state_dict(supernet.head.state_dict())

@@ -1,0 +1,118 @@
+"""Name -> object registries: register where you define, look up by name from configs.
+
+Example::
+
+    FUSIONS = Registry("fusion")
+
+    @FUSIONS.register("weighted_sum")
+    class WeightedSum(nn.Module): ...
+
+    FUSIONS.get("wsum")  # RegistryError: unknown fusion 'wsum'; available: concat, weighted_sum
+
+Registries that tasks and user code extend (heads, tasks, encoders, ...) try the installed plugins
+(entry-point group ``sparseconn.plugins``) once before reporting an unknown name, so the core never
+imports a task by name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar
+
+from sparseconn.errors import SparseconnError
+
+T = TypeVar("T")
+
+PLUGIN_GROUP = "sparseconn.plugins"
+_plugins_loaded = False
+
+
+class RegistryError(SparseconnError, KeyError):
+    """Unknown or duplicate registry name."""
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0])
+
+
+def load_plugins() -> list[str]:
+    """Import every module registered under the ``sparseconn.plugins`` entry-point group once."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return []
+    _plugins_loaded = True
+    loaded = []
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            importlib.import_module(ep.value.split(":")[0])
+            loaded.append(ep.name)
+        except ImportError as exc:  # a broken plugin must not hide the built-in names
+            raise SparseconnError(f"plugin {ep.name!r} ({ep.value}) failed to import: {exc}") from exc
+    return loaded
+
+
+def import_modules(modules: list[str]) -> None:
+    """Import user modules named in a config (``plugins: [my_pkg.my_space]``) so they can register."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise SparseconnError(f"plugin module {name!r} could not be imported: {exc}") from exc
+
+
+class Registry(Generic[T]):
+    """A named collection of factories. Duplicate names are an error."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str, obj: T | None = None) -> Any:
+        """Register ``obj`` under ``name``; without ``obj``, return a decorator."""
+
+        def add(item: T) -> T:
+            if name in self._items and self._items[name] is not item:
+                raise RegistryError(f"{self.kind} {name!r} is already registered")
+            self._items[name] = item
+            return item
+
+        if obj is not None:
+            return add(obj)
+        return add
+
+    def unregister(self, name: str) -> None:
+        self._items.pop(name, None)
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            load_plugins()
+        if name not in self._items:
+            available = ", ".join(sorted(self._items)) or "(none)"
+            close = difflib.get_close_matches(name, list(self._items), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RegistryError(f"unknown {self.kind} {name!r}{hint}; available: {available}")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        load_plugins()
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {sorted(self._items)})"
+
+
+def make_register(registry: Registry[T]) -> Callable[[str], Callable[[T], T]]:
+    """``register_fusion = make_register(FUSIONS)`` gives the ``@register_fusion("name")`` decorator."""
+
+    def register(name: str) -> Callable[[T], T]:
+        return registry.register(name)
+
+    return register

@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny space (2 encoder stages, ground, 2 decoder stages, 8 channels, 32x32)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparseconn.config import SpaceConfig
+
+torch.set_num_threads(2)
+
+
+def tiny_config(**overrides) -> SpaceConfig:
+    data = {
+        "in_channels": 1,
+        "encoder": {"name": "tiny", "params": {"channels": [8, 8], "strides": [2, 4]}},
+        "ground": [{"name": "G", "source": -1, "size": 1}],
+        "decoder": {"depth": {"rule": "constant", "value": 8}},
+        "edges": {"rule": "dense"},
+    }
+    for key, value in overrides.items():
+        section, _, field = key.partition("__")
+        if field:
+            data.setdefault(section, {})[field] = value
+        else:
+            data[section] = value
+    return SpaceConfig.model_validate(data)
+
+
+@pytest.fixture
+def tiny_cfg() -> SpaceConfig:
+    return tiny_config()
+
+
+def randomize_norms(module: torch.nn.Module, seed: int = 0) -> None:
+    """Give every BatchNorm non-trivial statistics and affine parameters (for parity tests)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) * 2 - 1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
