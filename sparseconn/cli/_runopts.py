@@ -1,0 +1,55 @@
+"""Options shared by the run commands and the config loading they do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from sparseconn.cli._common import resolve_device
+from sparseconn.config import read_yaml
+from sparseconn.engine.config import RunConfig, apply_overrides, validate_run_config
+from sparseconn.engine.distributed import init_distributed
+from sparseconn.engine.runs import RunOptions
+from sparseconn.task import TASKS
+
+OUT = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<config name>).")
+DEVICE = typer.Option("auto", "--device", help="auto (cuda if available), cpu, cuda or cuda:N.")
+SEED = typer.Option(None, "--seed", help="Override the config's seed.")
+RESUME = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")
+FAST = typer.Option(False, "--fast-dev-run", help="A few batches of each stage, for smoke tests.")
+SET = typer.Option(None, "--set", help="Override a config value: --set search.epochs=3 (repeatable).")
+QUIET = typer.Option(False, "--quiet", help="No progress output.")
+
+FAST_DEV_RUN = {
+    "search.epochs": 1, "train.epochs": 1,
+    "search.limit_train_batches": 2, "train.limit_train_batches": 2,
+    "search.limit_val_batches": 2, "train.limit_val_batches": 2,
+    "evaluate.max_images": 2, "evaluate.latency_runs": 1, "evaluate.latency_size": [256, 256],
+}
+
+
+def load_config(path: Path, overrides: list[str] | None, seed: int | None, fast: bool) -> tuple[RunConfig, object]:
+    data = read_yaml(path)
+    if fast:
+        task = TASKS.get(str(data.get("task", {}).get("name", ""))) if isinstance(data.get("task"), dict) else None
+        extra = dict(FAST_DEV_RUN)
+        if task is not None:
+            extra.update({f"task.{k}": v for k, v in task.fast_dev_run.items()})
+        data = apply_overrides(data, [f"{k}={v}" for k, v in extra.items()])
+    data = apply_overrides(data, list(overrides or []))
+    if seed is not None:
+        data["seed"] = seed
+    return validate_run_config(data, str(path))
+
+
+def default_out(config: Path, out: Path | None, suffix: str = "") -> Path:
+    return out if out is not None else Path("runs") / f"{config.stem}{suffix}"
+
+
+def run_options(device: str, resume: bool, quiet: bool) -> RunOptions:
+    dev = resolve_device(device)
+    dist = init_distributed(dev)
+    if dist.enabled and dev == "cuda":
+        dev = f"cuda:{dist.local_rank}"
+    return RunOptions(device=dev, resume=resume, progress=not quiet, dist=dist)

@@ -1,0 +1,129 @@
+"""``search``, ``prune``, ``train``, ``evaluate`` and ``pipeline``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from sparseconn.cli._common import app, handle_errors
+from sparseconn.cli._runopts import DEVICE, FAST, OUT, QUIET, RESUME, SEED, SET, default_out, load_config, run_options
+
+
+def _echo_json(obj: object) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+@app.command("search")
+@handle_errors
+def search_cmd(config: Path = typer.Argument(..., help="Run config YAML, e.g. tasks/phase_retrieval.yaml."),
+               out: Path = OUT, device: str = DEVICE, seed: int = SEED, resume: bool = RESUME,
+               fast_dev_run: bool = FAST, set_: list[str] = SET, quiet: bool = QUIET) -> None:
+    """Train the supernet: task loss plus connection regularisers (Eq. 2)."""
+    from sparseconn.engine.runs import search
+
+    cfg, task_cfg = load_config(config, set_, seed, fast_dev_run)
+    opts = run_options(device, resume, quiet)
+    out = default_out(config, out, "-search")
+    summary = search(cfg, task_cfg, out, opts)
+    if opts.dist.is_main:
+        typer.echo(f"search finished: best {summary['best']['metric']} {summary['best']['value']} "
+                   f"(epoch {summary['best']['epoch']}); run folder {out}")
+
+
+@app.command("prune")
+@handle_errors
+def prune_cmd(run: Path = typer.Argument(..., help="A search run folder (or a supernet checkpoint)."),
+              threshold: float = typer.Option(None, "--threshold", help="Override prune.threshold."),
+              redundancy: bool = typer.Option(None, "--redundancy/--no-redundancy",
+                                              help="SparseMask's redundancy clean-ups."),
+              which: str = typer.Option(None, "--checkpoint", help="best or last (default: prune.checkpoint)."),
+              out: Path = typer.Option(None, "--out", help="Where to write (default: RUN/architecture.json).")) -> None:
+    """Derive architecture.json from the learned connection weights."""
+    from sparseconn.engine.runs import prune
+
+    arch = prune(run, threshold, redundancy, which, out)
+    typer.echo(f"{len(arch.connections)} of {len(arch.candidates)} connections kept; removed stages: "
+               f"{', '.join(arch.removed_stages) or 'none'}")
+
+
+@app.command("train")
+@handle_errors
+def train_cmd(config: Path = typer.Argument(..., help="Run config YAML."),
+              arch: Path = typer.Option(..., "--arch", help="architecture.json of the child to train."),
+              inherit: Path = typer.Option(None, "--inherit", help="Supernet checkpoint to inherit weights from."),
+              out: Path = OUT, device: str = DEVICE, seed: int = SEED, resume: bool = RESUME,
+              fast_dev_run: bool = FAST, set_: list[str] = SET, quiet: bool = QUIET) -> None:
+    """Retrain a child network with the task loss alone (from scratch, or from --inherit)."""
+    from sparseconn.architecture import Architecture
+    from sparseconn.engine.runs import train
+
+    cfg, task_cfg = load_config(config, set_, seed, fast_dev_run)
+    architecture = Architecture.load(arch)
+    opts = run_options(device, resume, quiet)
+    out = default_out(config, out, "-train")
+    summary = train(cfg, task_cfg, architecture, out, opts, inherit_from=inherit)
+    if opts.dist.is_main:
+        typer.echo(f"training finished: best {summary['best']['metric']} {summary['best']['value']}; run folder {out}")
+
+
+@app.command("evaluate")
+@handle_errors
+def evaluate_cmd(run: Path = typer.Argument(..., help="A run folder or checkpoint."), device: str = DEVICE,
+                 no_latency: bool = typer.Option(False, "--no-latency", help="Skip latency measurements."),
+                 size: tuple[int, int] = typer.Option(None, "--size", help="Latency input size (H W)."),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """Test metrics, params, MACs and latency; writes evaluation.json and report.md/html."""
+    from sparseconn.engine.evaluate import evaluate
+
+    result = evaluate(run, run_options(device, False, True), latency=not no_latency, latency_size=size)
+    _print_rows(result, as_json)
+
+
+def _print_rows(result: dict, as_json: bool) -> None:
+    if as_json:
+        _echo_json(result)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"test set ({result['test_items']} items), latency on {result['device']} at "
+                        f"{result['latency_size'][0]}x{result['latency_size'][1]}")
+    cols = [k for k in result["rows"][0] if k not in ("model",)]
+    table.add_column("model")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for r in result["rows"]:
+        table.add_row(r["model"], *[_fmt(c, r.get(c)) for c in cols])
+    Console().print(table)
+
+
+def _fmt(col: str, v: object) -> str:
+    if v is None:
+        return "–"
+    if col == "params":
+        return f"{v / 1e6:.2f}M"
+    if col == "macs":
+        return f"{v / 1e9:.2f}G"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+@app.command("pipeline")
+@handle_errors
+def pipeline_cmd(config: Path = typer.Argument(..., help="Run config YAML."), out: Path = OUT, device: str = DEVICE,
+                 seed: int = SEED, resume: bool = RESUME, fast_dev_run: bool = FAST, set_: list[str] = SET,
+                 quiet: bool = QUIET) -> None:
+    """Search -> prune -> retrain -> evaluate, in one run folder."""
+    from sparseconn.engine.pipeline import pipeline
+
+    cfg, task_cfg = load_config(config, set_, seed, fast_dev_run)
+    opts = run_options(device, resume, quiet)
+    out = default_out(config, out)
+    summary = pipeline(cfg, task_cfg, out, opts)
+    if opts.dist.is_main:
+        typer.echo(f"connections: {summary['connections']} of {summary['candidates']} kept; "
+                   f"removed stages: {', '.join(summary['removed_stages']) or 'none'}")
+        _print_rows({"rows": summary["evaluation"], "device": summary["device"], "test_items": "test",
+                     "latency_size": cfg.evaluate.latency_size}, False)
+        typer.echo(f"run folder: {out} (summary.json, report.md, report.html)")

@@ -1,0 +1,100 @@
+"""Checkpoints: written atomically, read with ``weights_only=True`` (tensors and plain data only).
+
+A checkpoint holds everything needed to rebuild and resume its model without other files: the run
+config, the architecture (for a child), model and optimiser states, scheduler, RNG states, epoch,
+best metric and a fingerprint of the model's parameter names and shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sparseconn.errors import CheckpointError
+from sparseconn.fileio import atomic_path
+
+FORMAT = "sparseconn-checkpoint"
+VERSION = 1
+
+
+def fingerprint(model: nn.Module) -> str:
+    """Hash of the state-dict keys and shapes: equal iff the architectures match."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(f"{k}:{tuple(v.shape)};".encode())
+    return h.hexdigest()[:16]
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "python": _py_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _py_state() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (tensors and plain data) atomically."""
+    data = {"format": FORMAT, "version": VERSION, **payload}
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint safely; one-line :class:`CheckpointError` for missing, truncated or foreign files."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{p} is truncated or not a sparseconn checkpoint ({first[:160]})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{p} is not a sparseconn checkpoint (no '{FORMAT}' header)")
+    if int(data.get("version", 0)) > VERSION:
+        raise CheckpointError(f"{p} has checkpoint version {data['version']}, newer than this sparseconn "
+                              f"reads ({VERSION}); upgrade sparseconn")
+    return data
+
+
+def load_model_state(model: nn.Module, ckpt: dict[str, Any], source: str | Path) -> None:
+    """Load the model state, refusing a checkpoint of another architecture with a clear message."""
+    state = ckpt["model"]
+    own = model.state_dict()
+    if ckpt.get("fingerprint") != fingerprint(model) or set(state) != set(own):
+        missing = sorted(set(own) - set(state))
+        extra = sorted(set(state) - set(own))
+        shape = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+        detail = (f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}" if extra
+                  else f"shape of {shape[0]!r} differs" if shape else "fingerprint differs")
+        raise CheckpointError(f"checkpoint {source} was saved from another architecture ({detail})")
+    model.load_state_dict(state)

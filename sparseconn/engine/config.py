@@ -1,0 +1,159 @@
+"""The run configuration: one pydantic tree, loaded from YAML with ``--set a.b=value`` overrides.
+
+Sections: ``task`` (validated by the task's own ``Config``), ``space`` (the core's
+:class:`~sparseconn.config.SpaceConfig`), ``search`` and ``train`` (:class:`TrainConfig`),
+``prune`` and ``evaluate``. Every error names the key path and the file.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sparseconn.config import SpaceConfig, read_yaml, validate
+from sparseconn.errors import ConfigError
+from sparseconn.registry import import_modules
+from sparseconn.task import TASKS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    momentum: float = Field(default=0.9, ge=0)
+    """SGD only."""
+    encoder_lr_scale: float = Field(default=1.0, gt=0)
+    """Encoder learning rate = lr x this (SparseMask: 0.1)."""
+
+
+class ScheduleConfig(_Strict):
+    name: Literal["constant", "cosine", "poly", "step"] = "cosine"
+    """Per-step learning-rate schedule; SparseMask uses poly with power 0.9."""
+    warmup_epochs: float = Field(default=0.0, ge=0)
+    power: float = 0.9
+    step_epochs: int = Field(default=30, ge=1)
+    gamma: float = 0.1
+    min_lr_ratio: float = Field(default=0.0, ge=0)
+
+
+class RegularizerConfig(_Strict):
+    name: str
+    """Regulariser registry name (``binary_entropy``, ``global_sparsity``, ``stage_target``,
+    ``cost_weighted_sparsity``)."""
+    coef: float = Field(ge=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    connection_optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(lr=1e-2))
+    """Optimiser of the connection weights (search only), with its own settings."""
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    regularizers: list[RegularizerConfig] = Field(default_factory=list)
+    """Connection losses added to Loss_t during the search (Eq. 2); ignored when retraining."""
+    cost_size: tuple[int, int] = (256, 256)
+    """Input size at which ``cost_weighted_sparsity`` measures each connection's MACs."""
+    grad_clip: float | None = Field(default=5.0, gt=0)
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    """auto: bf16 (or fp16 with loss scaling) on CUDA, off on CPU."""
+    inherit: bool = False
+    """Retraining only: start the child from the supernet's weights instead of from scratch."""
+    limit_train_batches: int | None = Field(default=None, ge=1)
+    limit_val_batches: int | None = Field(default=None, ge=1)
+    num_workers: int = Field(default=0, ge=0)
+
+
+class PruneConfig(_Strict):
+    threshold: float = Field(default=1e-3, ge=0)
+    redundancy: bool = False
+    """Also apply SparseMask's two redundancy clean-ups."""
+    checkpoint: Literal["best", "last"] = "best"
+    """Which search checkpoint's connection weights are pruned (the paper: best validation)."""
+
+
+class EvaluateConfig(_Strict):
+    latency_size: tuple[int, int] = (1024, 1024)
+    latency_runs: int = Field(default=5, ge=1)
+    baselines: bool = True
+    """Also evaluate the task's non-network baselines (e.g. the classical FT pipeline)."""
+    max_images: int | None = Field(default=None, ge=1)
+
+
+class RunConfig(_Strict):
+    task: dict[str, Any]
+    """``name`` (task registry name) plus the task's own options."""
+    space: SpaceConfig
+    search: TrainConfig = Field(default_factory=TrainConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _task_named(self) -> RunConfig:
+        if not isinstance(self.task.get("name"), str):
+            raise ValueError("task.name is required (a task registry name, e.g. phase_retrieval)")
+        return self
+
+    def task_config(self, source: str = "config") -> BaseModel:
+        """The task section validated by the task's own ``Config`` model."""
+        cls = TASKS.get(self.task["name"])
+        body = {k: v for k, v in self.task.items() if k != "name"}
+        return validate(cls.Config, body, source, "task")
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML: numbers, booleans, lists)."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. search.epochs=3), got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from None
+        node: Any = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set {key}: {part!r} is not an index of the list")
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section")
+            node = node.setdefault(part, {})
+        last = parts[-1]
+        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"--set {key}: cannot set {last!r} here")
+    return out
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> tuple[RunConfig, BaseModel]:
+    """Read, override and validate a run config; returns it with the validated task section."""
+    data = apply_overrides(read_yaml(path), overrides or [])
+    return validate_run_config(data, str(path))
+
+
+def validate_run_config(data: dict[str, Any], source: str) -> tuple[RunConfig, BaseModel]:
+    cfg = validate(RunConfig, data, source)
+    import_modules(cfg.space.plugins)  # user tasks may live in the plugin modules
+    return cfg, cfg.task_config(source)

@@ -1,0 +1,100 @@
+"""``evaluate``: test metrics, parameters, MACs and latency of a run's model(s) and the task's
+baselines, written as ``evaluation.json`` and a ``report.md`` / ``report.html`` with pictures."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from sparseconn.engine.inference import predict
+from sparseconn.engine.runs import LoadedModel, RunOptions, find_checkpoint, load_model, make_task
+from sparseconn.errors import CheckpointError
+from sparseconn.fileio import atomic_write_json
+from sparseconn.profiling import count_macs, count_params, measure_latency
+from sparseconn.task import Task
+
+
+def _metrics(task: Task, loader: DataLoader, run_one, limit: int | None) -> tuple[dict[str, float], dict, dict]:
+    sums: dict[str, float] = {}
+    n = 0
+    first_batch, first_out = None, None
+    for i, batch in enumerate(loader):
+        if limit is not None and i >= limit:
+            break
+        out = run_one(batch["input"])
+        vals = task.metrics(out, batch)
+        for k, v in vals.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n += 1
+        if first_batch is None:
+            first_batch, first_out = batch, out
+    return {k: v / max(n, 1) for k, v in sums.items()}, first_batch, first_out
+
+
+def _baseline_runner(fn):
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.from_numpy(np.asarray(fn(xi.numpy()), dtype=np.float32)) for xi in x])
+    return run
+
+
+def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, report: bool = True,
+             latency_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Evaluate a run folder (its best model; in a pipeline folder also the supernet) or a checkpoint."""
+    run = Path(run)
+    lm = load_model(run)
+    cfg, task = lm.cfg, make_task(lm.cfg, lm.task_cfg)
+    ecfg = cfg.evaluate
+    size = tuple(latency_size or ecfg.latency_size)
+    models: dict[str, LoadedModel] = {task.display_names.get(lm.kind, lm.kind): lm}
+    if lm.kind == "child" and run.is_dir():
+        try:
+            sup = load_model(find_checkpoint(run, "best", kind="supernet"))
+            models = {task.display_names["supernet"]: sup, **models}
+        except CheckpointError:
+            pass
+    test = task.datasets(cfg.seed)["test"]
+    loader = DataLoader(test, batch_size=1)
+    device = opts.device
+    rows, outputs, scores, first = [], {}, {}, None
+    for name, m in models.items():
+        net = m.net.to(device).eval()
+        vals, batch, out = _metrics(task, loader, lambda x, net=net: predict(net, x.to(device)).cpu(), ecfg.max_images)
+        first = first or batch
+        shape = (1, cfg.space.in_channels, *size)
+        row = {"model": name, **vals, "params": count_params(net), "macs": count_macs(net, shape),
+               "connections": net.num_connections, "latency_ms": None}
+        if latency:
+            row["latency_ms"] = measure_latency(net, shape, runs=ecfg.latency_runs,
+                                                warmup=1, device=device)
+        rows.append(row)
+        outputs[name] = out[0].numpy()
+    if ecfg.baselines:
+        for name, fn in task.baselines().items():
+            runner = _baseline_runner(fn)
+            vals, _, out = _metrics(task, loader, runner, ecfg.max_images)
+            row = {"model": name, **vals, "params": 0, "macs": None, "connections": None, "latency_ms": None}
+            if latency:
+                example = task.example_input(size, seed=cfg.seed)
+                times = []
+                for _ in range(max(1, min(ecfg.latency_runs, 3))):
+                    t0 = time.perf_counter()
+                    fn(example)
+                    times.append((time.perf_counter() - t0) * 1e3)
+                row["latency_ms"] = float(np.median(times))
+            rows.append(row)
+            outputs[name] = out[0].numpy()
+    for r in rows:
+        scores[r["model"]] = " ".join(f"{k.upper()} {r[k]:.3g}" for k in task.metric_names[:2] if k in r)
+    base = run if run.is_dir() else run.parent
+    result = {"device": device, "latency_size": list(size), "test_items": len(test), "rows": rows}
+    atomic_write_json(base / "evaluation.json", result)
+    if report and first is not None:
+        from sparseconn.engine.report import write_run_report
+
+        result["report"] = [str(p) for p in write_run_report(base, cfg, task, rows, first, outputs, scores, size)]
+    return result

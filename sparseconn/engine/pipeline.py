@@ -1,0 +1,42 @@
+"""``pipeline``: search -> prune -> retrain -> evaluate, all in one run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from sparseconn.engine.config import RunConfig
+from sparseconn.engine.evaluate import evaluate
+from sparseconn.engine.runs import RunOptions, prepare_run_dir, prune, search, train
+from sparseconn.fileio import atomic_write_json
+
+
+def pipeline(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOptions(),
+             latency_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Run every stage; with ``opts.resume`` each stage continues from its own last checkpoint."""
+    out = Path(out)
+    ckpts = out / "checkpoints"
+    if opts.resume:
+        prepare_run_dir(out, cfg, True, opts.dist, marker="checkpoints/search_last.pt")
+    else:
+        prepare_run_dir(out, cfg, False, opts.dist)
+    search_done = (out / "search_summary.json").is_file()
+    if not search_done:
+        search(cfg, task_cfg, out, opts, ckpt_prefix="search_", prepare=False)
+    arch = prune(out)
+    retrain_opts = dataclasses.replace(opts, resume=opts.resume and (ckpts / "last.pt").is_file())
+    inherit = ckpts / "search_best.pt" if cfg.train.inherit else None
+    train_summary = train(cfg, task_cfg, arch, out, retrain_opts, inherit_from=inherit, prepare=False)
+    summary: dict[str, Any] = {
+        "candidates": len(arch.candidates),
+        "connections": len(arch.connections),
+        "removed_stages": arch.removed_stages,
+        "train": train_summary["best"],
+    }
+    if opts.dist.is_main:
+        result = evaluate(out, opts, latency_size=latency_size)
+        summary["evaluation"] = result["rows"]
+        summary["device"] = result["device"]
+        atomic_write_json(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,225 @@
+"""The training loop shared by the search (Eq. 2: Loss_t + alpha Loss_b + beta Loss_s, network and
+connection weights optimised jointly) and the child's retraining (Loss_t alone)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from sparseconn.engine.checkpoint import (
+    fingerprint,
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from sparseconn.engine.config import TrainConfig
+from sparseconn.engine.distributed import DistInfo, all_reduce_sum, assert_same_on_all_ranks
+from sparseconn.engine.inference import amp_dtype, autocast, predict
+from sparseconn.engine.optim import make_optimizer, make_scheduler, weight_groups
+from sparseconn.engine.progress import ProgressReporter
+from sparseconn.errors import CheckpointError, SparseconnError
+from sparseconn.fileio import append_jsonl
+from sparseconn.network import GraphNet
+from sparseconn.regularizers import REGULARISERS, RegContext
+from sparseconn.task import Task
+
+
+class TrainingDiverged(SparseconnError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Trainer:
+    net: GraphNet
+    task: Task
+    cfg: TrainConfig
+    run_dir: Path
+    stage: str  # "search" or "train"
+    payload: dict[str, Any]  # plain data stored in every checkpoint (config, architecture, kind)
+    ckpt_prefix: str = ""
+    device: str = "cpu"
+    seed: int = 0
+    dist: DistInfo = field(default_factory=DistInfo)
+    reg_ctx: RegContext | None = None
+    threshold: float = 1e-3
+    progress: bool = True
+    callbacks: list[Callable[[int, dict], None]] = field(default_factory=list)
+
+    def ckpt_path(self, which: str) -> Path:
+        return self.run_dir / "checkpoints" / f"{self.ckpt_prefix}{which}.pt"
+
+    # -- data ------------------------------------------------------------------------------------
+    def _loader(self, ds: Dataset, train: bool) -> tuple[DataLoader, DistributedSampler]:
+        sampler = DistributedSampler(ds, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=train,
+                                     seed=self.seed, drop_last=train and len(ds) >= self.dist.world_size)
+        bs = self.cfg.batch_size if train else 1  # evaluation is full size: images may differ in size
+        loader = DataLoader(ds, batch_size=bs, sampler=sampler, num_workers=self.cfg.num_workers,
+                            drop_last=train and len(ds) // self.dist.world_size >= bs)
+        return loader, sampler
+
+    def _to(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    # -- losses ----------------------------------------------------------------------------------
+    def regularizer_terms(self) -> dict[str, torch.Tensor]:
+        if self.stage != "search" or self.net.connections is None:
+            return {}
+        w = self.net.connections.vector().float()
+        return {r.name: r.coef * REGULARISERS.get(r.name)(w, self.reg_ctx, **r.params) for r in self.cfg.regularizers}
+
+    # -- evaluation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, loader: DataLoader, limit: int | None = None) -> dict[str, float]:
+        self.net.eval()
+        sums: dict[str, float] = {}
+        n = 0
+        amp = amp_dtype(self.cfg.amp, self.device)
+        for i, batch in enumerate(loader):
+            if limit is not None and i >= limit:
+                break
+            batch = self._to(batch)
+            out = predict(self.net, batch["input"], amp=amp)
+            vals = {"loss": float(self.task.loss(out, batch)), **self.task.metrics(out, batch)}
+            b = batch["input"].shape[0]
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * b
+            n += b
+        keys = sorted(sums)
+        t = torch.tensor([sums[k] for k in keys] + [n], dtype=torch.float64, device=self.device)
+        t = all_reduce_sum(t, self.dist)
+        return {k: (t[i] / t[-1]).item() for i, k in enumerate(keys)} if t[-1] > 0 else {}
+
+    # -- the loop --------------------------------------------------------------------------------
+    def fit(self, datasets: dict[str, Dataset], resume: bool = False) -> dict[str, Any]:
+        net, cfg = self.net.to(self.device), self.cfg
+        train_loader, sampler = self._loader(datasets["train"], train=True)
+        val_loader, _ = self._loader(datasets["val"], train=False)
+        steps = min(len(train_loader), cfg.limit_train_batches or len(train_loader))
+        if steps == 0:
+            raise SparseconnError(f"the training set has {len(datasets['train'])} items, fewer than one batch "
+                                  f"of {cfg.batch_size} per process")
+        total = steps * cfg.epochs
+        opts = [make_optimizer(cfg.optimizer, weight_groups(net, cfg.optimizer))]
+        if self.stage == "search" and net.connection_parameters():
+            opts.append(make_optimizer(cfg.connection_optimizer, [
+                {"params": net.connection_parameters(), "lr": cfg.connection_optimizer.lr, "name": "connections"}]))
+        scheds = [make_scheduler(o, cfg.schedule, total, steps) for o in opts]
+        dtype = amp_dtype(cfg.amp, self.device)
+        scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
+        start, best = 0, {"metric": self.task.primary_metric, "value": None, "epoch": None}
+        if resume:
+            ckpt = load_checkpoint(self.ckpt_path("last"))
+            load_model_state(net, ckpt, self.ckpt_path("last"))
+            if len(ckpt.get("optimizers", [])) != len(opts):
+                raise CheckpointError(f"{self.ckpt_path('last')} holds {len(ckpt.get('optimizers', []))} optimiser "
+                                      f"states, this stage needs {len(opts)}")
+            for o, s in zip(opts, ckpt["optimizers"], strict=True):
+                o.load_state_dict(s)
+            for sch, s in zip(scheds, ckpt["schedulers"], strict=True):
+                sch.load_state_dict(s)
+            scaler.load_state_dict(ckpt["scaler"])
+            set_rng_state(ckpt["rng"])
+            start, best = ckpt["epoch"] + 1, ckpt["best"]
+        model = DDP(net, device_ids=[self.dist.local_rank] if self.device.startswith("cuda") else None) \
+            if self.dist.enabled else net
+        bar = ProgressReporter(self.stage, cfg.epochs, enabled=self.progress and self.dist.is_main)
+        try:
+            for epoch in range(start, cfg.epochs):
+                record = self._epoch(model, train_loader, sampler, datasets, epoch, steps, opts, scheds, scaler,
+                                     dtype, bar)
+                record.update({f"val_{k}": v for k, v in self.evaluate(val_loader, cfg.limit_val_batches).items()})
+                best = self._finish_epoch(epoch, record, best, opts, scheds, scaler, bar)
+                for cb in self.callbacks:
+                    cb(epoch, record)
+        finally:
+            bar.close()
+        return {"best": best, "epochs": cfg.epochs, "steps_per_epoch": steps, "world_size": self.dist.world_size}
+
+    def _epoch(self, model, loader, sampler, datasets, epoch, steps, opts, scheds, scaler, dtype, bar) -> dict:
+        net, cfg = self.net, self.cfg
+        net.train()
+        sampler.set_epoch(epoch)
+        self.task.set_epoch(datasets, epoch)
+        bar.start_epoch(epoch, steps)
+        t0, sums, n = time.perf_counter(), {}, 0
+        for i, batch in enumerate(loader):
+            if i >= steps:
+                break
+            batch = self._to(batch)
+            with autocast(self.device, dtype):
+                out = model(batch["input"])
+            loss_t = self.task.loss(out.float(), batch)
+            regs = self.regularizer_terms()
+            loss = loss_t + sum(regs.values()) if regs else loss_t
+            bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=self.device)
+            if all_reduce_sum(bad, self.dist).item() > 0:
+                raise TrainingDiverged(f"{self.stage}: loss became {loss.item()} at epoch {epoch} step {i}; "
+                                       f"the last good checkpoint is kept at {self.ckpt_path('last')}")
+            for o in opts:
+                o.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            for o in opts:
+                scaler.unscale_(o)
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(net.weight_parameters(), cfg.grad_clip)
+            for o in opts:
+                scaler.step(o)
+            scaler.update()
+            for s in scheds:
+                s.step()
+            net.constrain_()
+            for k, v in {"loss": loss, "loss_t": loss_t, **regs}.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            n += 1
+            shown = {"loss": float(loss.detach())}
+            if net.connections is not None:
+                shown["live"] = self.live_connections()
+            bar.batch(shown)
+        rec = {"epoch": epoch, "phase": self.stage, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()}}
+        rec["lr"] = opts[0].param_groups[-1]["lr"]
+        rec["time"] = time.perf_counter() - t0
+        return rec
+
+    def live_connections(self) -> int:
+        if self.net.connections is None:
+            return self.net.num_connections
+        return sum(w >= self.threshold for w in self.net.connections.snapshot().values())
+
+    def _finish_epoch(self, epoch, record, best, opts, scheds, scaler, bar) -> dict:
+        net = self.net
+        weights = net.connections.snapshot() if net.connections is not None else None
+        if net.connections is not None:
+            assert_same_on_all_ranks(net.connections.vector().detach().float(), self.dist)
+        record["live_connections"] = self.live_connections()
+        key = f"val_{self.task.primary_metric}"
+        value = record.get(key)
+        sign = 1 if self.task.higher_is_better else -1
+        improved = value is not None and math.isfinite(value) and (
+            best["value"] is None or sign * value > sign * best["value"])
+        if improved:
+            best = {"metric": self.task.primary_metric, "value": value, "epoch": epoch}
+        if self.dist.is_main:
+            append_jsonl(self.run_dir / "metrics.jsonl", record)
+            if weights is not None:
+                append_jsonl(self.run_dir / "connections.jsonl", {"epoch": epoch, "phase": self.stage,
+                                                                   "weights": weights})
+            payload = {**self.payload, "stage": self.stage, "model": net.state_dict(), "fingerprint": fingerprint(net),
+                       "optimizers": [o.state_dict() for o in opts], "schedulers": [s.state_dict() for s in scheds],
+                       "scaler": scaler.state_dict(), "rng": rng_state(), "epoch": epoch, "best": best,
+                       "connections": weights, "metrics": record}
+            save_checkpoint(self.ckpt_path("last"), payload)
+            if improved:
+                save_checkpoint(self.ckpt_path("best"), payload)
+        shown = {k: record[k] for k in ("train_loss", key, "live_connections") if k in record}
+        bar.end_epoch(epoch, shown)
+        return best

@@ -1,0 +1,93 @@
+"""The task contract: what a task adds to the core (data, loss, metrics, I/O, baselines).
+
+A task is one small class registered by name; its ``Config`` (a pydantic model) validates the
+``task:`` section of a run config. Batches are dicts with at least ``input`` (B, C, H, W) and
+``target``; ``name`` (list of str) is optional.
+
+Example::
+
+    @register_task("my_task")
+    class MyTask(Task):
+        Config = MyTaskConfig
+        primary_metric = "miou"
+        def datasets(self, seed): return {"train": ..., "val": ..., "test": ...}
+        def loss(self, output, batch): ...
+        def metrics(self, output, batch): return {"miou": ...}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch.utils.data import Dataset
+
+from sparseconn.registry import Registry, make_register
+
+
+class TaskConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Task:
+    """Base class of every task. Subclasses set ``Config`` and implement the data/loss/metric hooks."""
+
+    Config: ClassVar[type[BaseModel]] = TaskConfig
+    primary_metric: ClassVar[str] = "loss"
+    """Validation metric that picks ``best.pt``."""
+    higher_is_better: ClassVar[bool] = False
+    metric_names: ClassVar[tuple[str, ...]] = ()
+    fast_dev_run: ClassVar[dict[str, Any]] = {}
+    """``task.*`` overrides (dotted keys below ``task``) that shrink the data for ``--fast-dev-run``."""
+    display_names: ClassVar[dict[str, str]] = {"supernet": "supernet", "child": "child"}
+    """How reports name the searched supernet and its derived child."""
+
+    def __init__(self, cfg: BaseModel) -> None:
+        self.cfg = cfg
+
+    def datasets(self, seed: int) -> dict[str, Dataset]:
+        """``{"train", "val", "test"}`` datasets; training items may be augmented per epoch."""
+        raise NotImplementedError  # abstract
+
+    def loss(self, output: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """The task loss Loss_t (a scalar)."""
+        raise NotImplementedError  # abstract
+
+    def metrics(self, output: torch.Tensor, batch: dict[str, Any]) -> dict[str, float]:
+        """Per-batch means of the task's metrics (averaged over batches by sample count)."""
+        raise NotImplementedError  # abstract
+
+    def read_input(self, path: Path) -> np.ndarray:
+        """One input for ``sparseconn infer``: (C, H, W) float32."""
+        raise NotImplementedError  # abstract
+
+    def write_output(self, output: np.ndarray, path: Path) -> Path:
+        """Write one prediction (C, H, W) for ``sparseconn infer``; returns the path written."""
+        raise NotImplementedError  # abstract
+
+    def baselines(self) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+        """Non-network methods evaluated beside the networks (name -> input (C, H, W) -> output)."""
+        return {}
+
+    def example_input(self, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+        """A representative (C, H, W) input of ``size`` for latency measurements."""
+        rng = np.random.default_rng(seed)
+        return rng.standard_normal((1, *size)).astype(np.float32)
+
+    def panels(self, batch: dict[str, Any], outputs: dict[str, np.ndarray], scores: dict[str, str]) -> Any:
+        """A matplotlib figure comparing outputs on one test item, or None."""
+        return None
+
+    def set_epoch(self, datasets: dict[str, Dataset], epoch: int) -> None:
+        """Re-seed per-epoch augmentation (called before every training epoch)."""
+        for ds in datasets.values():
+            if hasattr(ds, "set_epoch"):
+                ds.set_epoch(epoch)
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+register_task = make_register(TASKS)

@@ -1,0 +1,136 @@
+"""Comparison reports: a Markdown file with linked pictures and a self-contained HTML page.
+
+A result is one dict per model: ``model``, ``psnr`` (dB), ``ssim`` (0-1), ``rmse`` (rad), ``params``
+(a count), ``macs`` (multiply-accumulates, a count), ``latency_ms``; any value may be ``None`` and is
+shown as "–". :func:`comparison_rows` adds ``speedup``: the slowest latency over each model's.
+
+Example::
+
+    rows = comparison_rows(results)
+    md, html = write_report("runs/x/report", rows, {"connections": Path("runs/x/pair.png")}, cfg_text)
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sparseconn.errors import DataError
+from sparseconn.fileio import atomic_write_text
+
+MISSING = "–"
+MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+        ".gif": "image/gif", ".webp": "image/webp"}
+
+
+def _number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def comparison_rows(results: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of ``results`` with ``speedup`` = latency of the slowest model / latency of this one
+    (``None`` where the latency is missing or not positive). The input dicts are not changed."""
+    rows = []
+    for i, result in enumerate(results):
+        if not isinstance(result, Mapping) or not result.get("model"):
+            raise DataError(f"result {i} has no 'model' name: expected a dict with keys model, psnr, ...")
+        rows.append(dict(result))
+    latencies = [lat for r in rows if (lat := _number(r.get("latency_ms"))) is not None and lat > 0]
+    slowest = max(latencies, default=None)
+    for row in rows:
+        latency = _number(row.get("latency_ms"))
+        row["speedup"] = slowest / latency if slowest is not None and latency and latency > 0 else None
+    return rows
+
+
+def _fmt(fmt: str, scale: float = 1.0) -> Callable[[Any], str]:
+    def render(value: Any) -> str:
+        number = _number(value)
+        return MISSING if number is None else format(number / scale, fmt)
+
+    return render
+
+
+# (header, key, formatter): the table shared by the Markdown and the HTML report.
+COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("PSNR (dB)", "psnr", _fmt(".2f")),
+    ("SSIM", "ssim", _fmt(".3f")),
+    ("RMSE (rad)", "rmse", _fmt(".3f")),
+    ("params (M)", "params", _fmt(".2f", 1e6)),
+    ("MACs (G)", "macs", _fmt(".2f", 1e9)),
+    ("latency (ms)", "latency_ms", _fmt(".1f")),
+    ("speed-up", "speedup", lambda v: MISSING if _number(v) is None else f"{_number(v):.1f}×"),
+]
+
+
+def _cells(row: Mapping[str, Any]) -> list[str]:
+    return [str(row.get("model", MISSING))] + [render(row.get(key)) for _, key, render in COLUMNS]
+
+
+def _markdown(title, rows, images, out_dir, config_text, notes) -> str:
+    header = ["model"] + [h for h, _, _ in COLUMNS]
+    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row)) + " |")
+    if notes:
+        lines += [""] + [f"- {note}" for note in notes]
+    for caption, path in images.items():
+        rel = Path(os.path.relpath(Path(path).resolve(), out_dir.resolve())).as_posix()
+        lines += ["", f"## {caption}", "", f"![{caption}]({rel})"]
+    lines += ["", "## configuration", "", "```yaml", config_text.rstrip("\n"), "```", ""]
+    return "\n".join(lines)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .7em}
+td{text-align:right}td:first-child{text-align:left}th{background:#f3f3f3}
+img{max-width:100%;border:1px solid #eee}pre{background:#f6f6f6;padding:1em;overflow-x:auto}"""
+
+
+def _html(title, rows, images, config_text, notes) -> str:
+    esc = html.escape
+    header = "".join(f"<th>{esc(h)}</th>" for h in ["model"] + [h for h, _, _ in COLUMNS])
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in _cells(r)) + "</tr>\n" for r in rows)
+    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>",
+             f"<style>{_CSS}</style></head><body>", f"<h1>{esc(title)}</h1>",
+             f"<table><thead><tr>{header}</tr></thead><tbody>\n{body}</tbody></table>"]
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    for caption, path in images.items():
+        mime = MIME.get(Path(path).suffix.lower(), "application/octet-stream")
+        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        parts.append(f"<h2>{esc(caption)}</h2><img alt=\"{esc(caption)}\" src=\"data:{mime};base64,{data}\">")
+    parts += ["<h2>configuration</h2>", f"<pre><code>{esc(config_text)}</code></pre>", "</body></html>\n"]
+    return "\n".join(parts)
+
+
+def write_report(
+    out_dir: str | os.PathLike[str],
+    rows: list[Mapping[str, Any]],
+    images: Mapping[str, str | os.PathLike[str]],
+    config_text: str,
+    title: str = "sparseconn report",
+    notes: list[str] | None = None,
+) -> tuple[Path, Path]:
+    """Write ``report.md`` (images linked relative to ``out_dir``) and a self-contained ``report.html``
+    (images inlined as base64) into ``out_dir``; returns both paths. ``images`` maps a caption to a
+    picture file; ``rows`` without ``speedup`` go through :func:`comparison_rows` first."""
+    out = Path(out_dir)
+    for caption, path in images.items():
+        if not Path(path).is_file():
+            raise DataError(f"report image {caption!r} ({path}) does not exist: expected a saved picture")
+    if any("speedup" not in r for r in rows):
+        rows = comparison_rows(list(rows))
+    notes = list(notes or [])
+    md = atomic_write_text(out / "report.md", _markdown(title, rows, images, out, config_text, notes))
+    page = atomic_write_text(out / "report.html", _html(title, rows, images, config_text, notes))
+    return md, page

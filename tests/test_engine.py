@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sparseconn.engine.config import load_run_config
+from sparseconn.engine.runs import RunOptions, load_model, prune, search, train
+from tests.toy_task import write_toy_config
+
+
+@pytest.fixture
+def toy(tmp_path):
+    return write_toy_config(tmp_path)
+
+
+def _weights(run):
+    return load_model(run, "last").checkpoint["connections"]
+
+
+def test_search_writes_the_run_folder(toy, tmp_path):
+    cfg, tcfg = load_run_config(toy)
+    run = tmp_path / "run"
+    summary = search(cfg, tcfg, run, RunOptions(progress=False))
+    assert summary["best"]["epoch"] is not None
+    for f in ("config.yaml", "metrics.jsonl", "connections.jsonl", "summary.json", "checkpoints/last.pt",
+              "checkpoints/best.pt"):
+        assert (run / f).is_file(), f
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [0, 1]
+    assert {"train_loss", "train_loss_t", "train_binary_entropy", "val_mse", "live_connections", "lr",
+            "time"} <= set(lines[0])
+    conns = [json.loads(x) for x in (run / "connections.jsonl").read_text().splitlines()]
+    assert len(conns[-1]["weights"]) == 7
+    arch = prune(run)
+    assert (run / "architecture.json").is_file() and arch.connections
+
+
+def test_interrupted_and_resumed_search_matches_uninterrupted(toy, tmp_path):
+    cfg, tcfg = load_run_config(toy, ["search.epochs=3"])
+    full = tmp_path / "full"
+    search(cfg, tcfg, full, RunOptions(progress=False))
+
+    def stop_after_first(epoch, record):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        search(cfg, tcfg, part, RunOptions(progress=False, callbacks=(stop_after_first,)))
+    assert len((part / "metrics.jsonl").read_text().splitlines()) == 1
+    search(cfg, tcfg, part, RunOptions(progress=False, resume=True))
+    a, b = _weights(full), _weights(part)
+    assert a.keys() == b.keys()
+    assert all(a[k] == b[k] for k in a), {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    sa = load_model(full, "last").net.state_dict()
+    sb = load_model(part, "last").net.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_retrain_child_from_scratch_and_inherited(toy, tmp_path):
+    cfg, tcfg = load_run_config(toy)
+    run = tmp_path / "s"
+    search(cfg, tcfg, run, RunOptions(progress=False))
+    arch = prune(run)
+    res = train(cfg, tcfg, arch, tmp_path / "child", RunOptions(progress=False))
+    assert res["connections"] == len(arch.connections)
+    lm = load_model(tmp_path / "child")
+    assert lm.kind == "child" and lm.net.connections is None
+    train(cfg, tcfg, arch, tmp_path / "inh", RunOptions(progress=False), inherit_from=run / "checkpoints/best.pt")
+    assert load_model(tmp_path / "inh").checkpoint["edge_bias"] is True
