@@ -116,3 +116,8 @@ def make_register(registry: Registry[T]) -> Callable[[str], Callable[[T], T]]:
         return registry.register(name)
 
     return register
+
+
+CLI_EXTENSIONS: Registry[Callable[[Any], None]] = Registry("CLI extension")
+"""Plugins add command groups to the ``sparseconn`` CLI: ``CLI_EXTENSIONS.register("data", fn)`` where
+``fn(app)`` attaches a typer sub-app. The CLI calls every extension after loading the plugins."""

@@ -1,0 +1,131 @@
+"""Reading and writing single-channel images: TIFF, PNG and NPY (the ``_`` avoids the imageio package).
+
+Interferograms may be 8- or 16-bit integers (scaled by the type's maximum to [0, 1], like a camera
+frame: 12-bit data stored in 16-bit reads as [0, 1/16]) or floats (kept). Phase maps must be floats
+in radians. Every bad file raises :class:`~sparseconn.errors.DataError` with a one-line message that
+starts with the file's path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from sparseconn.errors import DataError
+from sparseconn.fileio import atomic_path
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
+PHASE_SUFFIXES = (".tif", ".tiff", ".npy")
+
+# PIL modes of one grey channel, and the full-scale value of their integers. PNG stores at most
+# 16 bits, so a 32-bit "I" PNG still holds 16-bit data.
+_GREY_MODES = {"1": 1.0, "L": 255.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I": 65535.0, "F": None}
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        mode, bands = img.mode, img.getbands()
+        if mode == "P":  # palette: fine if the palette is grey (some tools save greyscale this way)
+            rgb = np.asarray(img.convert("RGB"))
+            if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 0] == rgb[..., 2]).all():
+                return rgb[..., 0].astype(np.float32) / np.float32(255.0)
+            raise DataError(f"{path}: colour palette PNG; expected one grey channel (convert it to greyscale)")
+        if mode not in _GREY_MODES:
+            what = "an alpha channel" if "A" in bands else f"{len(bands)} channels"
+            raise DataError(f"{path}: PNG mode {mode!r} has {what}; expected one grey channel "
+                            "(convert it to 8- or 16-bit greyscale)")
+        arr = np.asarray(img)
+    full = _GREY_MODES[mode]
+    return arr.astype(np.float32) / np.float32(full) if full is not None else arr
+
+
+def _squeeze_channels(arr: np.ndarray, path: Path) -> np.ndarray:
+    """(H, W), (H, W, 1) or (1, H, W) -> (H, W); colour and stacks are errors."""
+    if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]):
+        arr = arr[0] if arr.shape[0] == 1 else arr[..., 0]
+    if arr.ndim == 3 and (arr.shape[-1] in (3, 4) or arr.shape[0] in (3, 4)):
+        raise DataError(f"{path}: colour image of shape {arr.shape}; expected one channel "
+                        "(convert it to greyscale)")
+    if arr.ndim != 2:
+        raise DataError(f"{path}: expected a single 2-D image, got an array of shape {arr.shape}")
+    return arr
+
+
+def read_image(path: str | os.PathLike[str], *, integer_ok: bool = True) -> np.ndarray:
+    """Read one single-channel image as a (H, W) float32 array.
+
+    Integers are scaled by their type's maximum to [0, 1] (``integer_ok=False``, used for phase
+    maps, refuses them); floats are kept. Raises :class:`DataError` naming the file if it is
+    missing, of an unsupported type, unreadable, in colour, not 2-D, or holds NaN or inf.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise DataError(f"{p}: unsupported file type {suffix or '(none)'!r}; expected one of "
+                        + ", ".join(IMAGE_SUFFIXES))
+    if not p.is_file():
+        raise DataError(f"{p}: file not found")
+    try:
+        if suffix == ".png":
+            arr = _read_png(p)
+        elif suffix == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        else:
+            arr = tifffile.imread(p)
+    except DataError:
+        raise
+    except Exception as exc:  # tifffile, PIL and numpy raise a dozen types for corrupt files
+        raise DataError(f"{p}: cannot read the file ({type(exc).__name__}: {_one_line(exc)})") from exc
+    arr = _squeeze_channels(np.asarray(arr), p)
+    if np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
+        if not integer_ok:
+            raise DataError(f"{p}: phase maps must be floating-point radians, got {arr.dtype} integers")
+        full = 1.0 if arr.dtype == np.bool_ else float(np.iinfo(arr.dtype).max)
+        arr = arr.astype(np.float32) / np.float32(full)
+    elif not np.issubdtype(arr.dtype, np.floating):
+        raise DataError(f"{p}: unsupported pixel type {arr.dtype}; expected integers or floats")
+    arr = arr.astype(np.float32, copy=False)
+    if not np.isfinite(arr).all():
+        bad = int(arr.size - np.isfinite(arr).sum())
+        raise DataError(f"{p}: {bad} NaN or inf values")
+    return arr
+
+
+def write_tiff(path: str | os.PathLike[str], image: np.ndarray) -> Path:
+    """Write (H, W) ``image`` as a float32 TIFF atomically (temporary file, then rename)."""
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        tifffile.imwrite(tmp, np.asarray(image, dtype=np.float32))
+    return target
+
+
+def index_images(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> dict[str, Path]:
+    """Map name (stem) -> path of the images in ``folder``, sorted by name.
+
+    Hidden and temporary files (leading ``.``) are skipped; suffixes match case-insensitively.
+    Raises DataError naming the folder when it is missing or holds no image of ``suffixes``, and
+    naming both files when two share a name (``a.tif`` and ``a.png``).
+    """
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found")
+    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+    index: dict[str, Path] = {}
+    for f in files:
+        if f.suffix.lower() not in suffixes:
+            continue
+        if f.stem in index:
+            raise DataError(f"{index[f.stem]}: ambiguous, {f.name} has the same name; keep one of them")
+        index[f.stem] = f
+    if not index:
+        other = sorted({f.suffix.lower() or "(none)" for f in files})
+        hint = f" (found only {', '.join(other)})" if other else " (it is empty)"
+        raise DataError(f"{folder}: no {'/'.join(suffixes)} images{hint}")
+    return dict(sorted(index.items()))

@@ -1,0 +1,86 @@
+"""The Fourier-transform pipeline recovers the simulator's known phase."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from tasks.phase_retrieval.classical import FourierPhaseRetrieval, find_sideband, retrieve_phase
+from tasks.phase_retrieval.simulate import SimConfig, simulate
+
+
+def small(**overrides) -> SimConfig:
+    return SimConfig(**{"size": 128, "n_cells": (1, 3), "semi_axis": (10.0, 24.0), **overrides})
+
+
+def rmse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_with_background_recovers_phase(seed: int) -> None:
+    s = simulate(small(), np.random.default_rng(seed))
+    phase = retrieve_phase(s.hologram, s.background)
+    assert phase.shape == s.phase.shape and phase.dtype == np.float32
+    assert rmse(phase, s.phase) < 0.1  # rad, over the whole field, borders included
+    # Not a flat answer: the cells carry rad-scale phase.
+    assert s.phase.max() > 1.0
+
+
+def test_without_background_polynomial_fit() -> None:
+    errors = []
+    for seed in range(6):
+        s = simulate(small(), np.random.default_rng(seed))
+        errors.append(rmse(retrieve_phase(s.hologram), s.phase))
+        # What the fit removes: the aberration is rad-scale, so the bound below is meaningful.
+        assert np.std(s.aberration) > 0.3
+    assert max(errors) < 0.15 and float(np.median(errors)) < 0.1, errors
+
+
+def test_find_sideband_within_one_bin() -> None:
+    cfg = small(carrier_period=3.2, carrier_angle=30.0)
+    s = simulate(cfg, np.random.default_rng(3))
+    fx, fy = find_sideband(s.hologram)
+    assert abs(fx - cfg.carrier[0]) <= 1 / 128 and abs(fy - cfg.carrier[1]) <= 1 / 128
+
+
+def test_sign_convention_other_half_plane() -> None:
+    """A carrier with fx < 0 is read as −f with −φ unless the sideband is given."""
+    cfg = small(carrier_angle=135.0)
+    s = simulate(cfg, np.random.default_rng(0))
+    assert rmse(-retrieve_phase(s.hologram, s.background), s.phase) < 0.1
+    assert rmse(retrieve_phase(s.hologram, s.background, sideband=cfg.carrier), s.phase) < 0.1
+
+
+def test_baseline_model_on_torch_batch() -> None:
+    cfg = small()
+    samples = [simulate(cfg, np.random.default_rng(i)) for i in range(2)]
+    batch = torch.from_numpy(np.stack([s.hologram for s in samples]))[:, None]  # (2, 1, H, W)
+    model = FourierPhaseRetrieval(phase_range=cfg.phase_range)
+    out = model(batch)
+    assert isinstance(out, torch.Tensor) and out.shape == batch.shape and out.dtype == torch.float32
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    for k, s in enumerate(samples):
+        assert rmse(out[k, 0].numpy() * cfg.phase_range, np.clip(s.phase, 0, None)) < 0.15
+    single = FourierPhaseRetrieval(samples[0].background)(samples[0].hologram)
+    assert isinstance(single, np.ndarray) and rmse(single, samples[0].phase) < 0.1
+
+
+def test_agrees_with_qpretrieve() -> None:
+    qpretrieve = pytest.importorskip("qpretrieve")
+    from skimage.restoration import unwrap_phase
+
+    s = simulate(small(), np.random.default_rng(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # qpretrieve warns about optional FFT back-ends
+        holo = qpretrieve.OffAxisHologram(s.hologram, padding=True)
+        holo.run_pipeline(filter_name="disk", filter_size=1 / 3, invert_phase=True)
+        bg = qpretrieve.OffAxisHologram(s.background, padding=True)
+        bg.process_like(holo)
+    ref = unwrap_phase(np.angle(np.squeeze(holo.field) / np.squeeze(bg.field)))
+    ours = retrieve_phase(s.hologram, s.background)
+    inner = (ref - ours)[8:-8, 8:-8]  # qpretrieve's hard disk rings more at the borders
+    assert float(np.std(inner)) < 0.03

@@ -1,0 +1,280 @@
+"""Folder data sets, image reading, bad inputs, augmentation, synthetic writers and padding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from sparseconn.errors import DataError
+from tasks.phase_retrieval.classical import find_sideband, retrieve_phase
+from tasks.phase_retrieval.data import (
+    PhaseFolderDataset,
+    SyntheticPhaseDataset,
+    crop_back,
+    dihedral_transforms,
+    pad_to_multiple,
+)
+from tasks.phase_retrieval.imageio_ import read_image
+from tasks.phase_retrieval.prepare import make_ground_truth, write_synthetic
+from tasks.phase_retrieval.simulate import SimConfig, simulate
+
+
+def tiny_cfg() -> SimConfig:
+    return SimConfig(size=64, n_cells=(1, 2), semi_axis=(8.0, 14.0), carrier_period=3.0,
+                     tilt=0.5, defocus=0.5, astigmatism=0.3, coma=0.2)
+
+
+def ramp(h: int = 24, w: int = 32) -> np.ndarray:
+    return (np.arange(h * w).reshape(h, w) / (h * w - 1)).astype(np.float64)  # [0, 1]
+
+
+@pytest.fixture
+def mixed_root(tmp_path: Path) -> Path:
+    """Four pairs, one per format: 8-bit PNG, 16-bit PNG, float TIFF, NPY."""
+    holo, phase = tmp_path / "interferograms", tmp_path / "phases"
+    holo.mkdir()
+    phase.mkdir()
+    r = ramp()
+    Image.fromarray(np.round(r * 255).astype(np.uint8)).save(holo / "a8.png")
+    Image.fromarray(np.round(r * 65535).astype(np.uint16)).save(holo / "b16.png")
+    tifffile.imwrite(holo / "c32.tif", r.astype(np.float32))
+    np.save(holo / "d.npy", r.astype(np.float32))
+    for name in ("a8", "b16", "c32", "d"):
+        tifffile.imwrite(phase / f"{name}.tif", (6.0 * r).astype(np.float32))  # 0..6 rad
+    return tmp_path
+
+
+def test_mixed_bit_depths_load(mixed_root: Path) -> None:
+    ds = PhaseFolderDataset(mixed_root, "all", phase_range=12.0)
+    assert ds.names == ["a8", "b16", "c32", "d"]
+    for k in range(len(ds)):
+        item = ds[k]
+        assert item["input"].shape == (1, 24, 32) and item["input"].dtype == torch.float32
+        np.testing.assert_allclose(item["input"][0].numpy(), ramp(), atol=1 / 255 / 2 + 1e-6)
+        np.testing.assert_allclose(item["target"][0].numpy(), ramp() / 2, atol=1e-6)  # 6 rad / 12
+
+
+def test_default_and_file_splits(mixed_root: Path) -> None:
+    sizes = [len(PhaseFolderDataset(mixed_root, s)) for s in ("train", "val", "test")]
+    assert sizes == [2, 1, 1]  # 80/10/10 of 4 sorted names, val and test keep one each
+    (mixed_root / "splits").mkdir()
+    (mixed_root / "splits" / "train.txt").write_text("d\n# a comment\nb16.png\n\n")
+    assert PhaseFolderDataset(mixed_root, "train").names == ["d", "b16"]
+    with pytest.raises(DataError, match=r"val\.txt: split file not found"):
+        PhaseFolderDataset(mixed_root, "val")
+    (mixed_root / "splits" / "test.txt").write_text("nope\n")
+    with pytest.raises(DataError, match=r"test\.txt: 'nope' has no interferogram"):
+        PhaseFolderDataset(mixed_root, "test")
+
+
+def test_meta_phase_range(mixed_root: Path) -> None:
+    (mixed_root / "meta.json").write_text(json.dumps({"phase_range": 6.0}))
+    ds = PhaseFolderDataset(mixed_root, "all")
+    assert ds.phase_range == 6.0
+    np.testing.assert_allclose(ds[0]["target"][0].numpy(), ramp(), atol=1e-6)
+
+
+def write_bad(path: Path, kind: str) -> None:
+    if kind == "nan":
+        tifffile.imwrite(path, np.array([[0.0, np.nan], [np.inf, 1.0]], np.float32))
+    elif kind == "rgb_png":
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    elif kind == "palette_png":
+        rgb = np.zeros((8, 8, 3), np.uint8)
+        rgb[:4, :, 0] = 255  # red top half
+        Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(path)
+    elif kind == "rgba_png":
+        Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(path)
+    elif kind == "rgb_tif":
+        tifffile.imwrite(path, np.zeros((8, 8, 3), np.uint8))
+    elif kind == "stack_npy":
+        np.save(path, np.zeros((2, 8, 8), np.float32))
+    elif kind == "corrupt":
+        path.write_bytes(b"definitely not an image")
+    elif kind == "pickle_npy":
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+
+
+@pytest.mark.parametrize(("kind", "suffix", "pattern"), [
+    ("nan", ".tif", "2 NaN or inf values"),
+    ("rgb_png", ".png", "3 channels"),
+    ("rgba_png", ".png", "alpha channel"),
+    ("palette_png", ".png", "colour palette PNG"),
+    ("rgb_tif", ".tif", "colour image"),
+    ("stack_npy", ".npy", "expected a single 2-D image"),
+    ("corrupt", ".tif", "cannot read the file"),
+    ("corrupt", ".png", "cannot read the file"),
+    ("corrupt", ".npy", "cannot read the file"),
+    ("pickle_npy", ".npy", "cannot read the file"),
+])
+def test_bad_image_names_the_file(tmp_path: Path, kind: str, suffix: str, pattern: str) -> None:
+    path = tmp_path / f"bad{suffix}"
+    write_bad(path, kind)
+    with pytest.raises(DataError, match=pattern) as err:
+        read_image(path)
+    msg = str(err.value)
+    assert msg.startswith(str(path)) and "\n" not in msg
+
+
+def test_grey_palette_and_bilevel_png(tmp_path: Path) -> None:
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    Image.fromarray(grey).convert("P").save(tmp_path / "p.png")
+    np.testing.assert_allclose(read_image(tmp_path / "p.png"), grey / 255.0, atol=1e-6)
+    Image.fromarray(grey > 100).save(tmp_path / "b.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "b.png"), (grey > 100).astype(np.float32))
+
+
+def test_missing_unsupported_and_integer_phase(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"missing\.tif: file not found"):
+        read_image(tmp_path / "missing.tif")
+    (tmp_path / "x.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"x\.jpg: unsupported file type '\.jpg'"):
+        read_image(tmp_path / "x.jpg")
+    np.save(tmp_path / "p.npy", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError, match=r"p\.npy: phase maps must be floating-point"):
+        read_image(tmp_path / "p.npy", integer_ok=False)
+
+
+def test_folder_errors(mixed_root: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    (empty / "interferograms").mkdir(parents=True)
+    with pytest.raises(DataError, match=rf"{empty / 'interferograms'}: no .* images \(it is empty\)"):
+        PhaseFolderDataset(empty, "all")
+    (mixed_root / "phases" / "d.tif").unlink()
+    with pytest.raises(DataError, match=r"d\.tif: phase map not found for interferogram .*d\.npy"):
+        PhaseFolderDataset(mixed_root, "all")
+    tifffile.imwrite(mixed_root / "phases" / "d.tif", np.zeros((10, 10), np.float32))
+    ds = PhaseFolderDataset(mixed_root, "all")
+    with pytest.raises(DataError, match=r"d\.npy: size 32x24 differs from .*d\.tif \(10x10\)"):
+        ds[3]
+    np.save(mixed_root / "interferograms" / "c32.npy", ramp())
+    with pytest.raises(DataError, match=r"c32\.(npy|tif): ambiguous, c32\.(npy|tif) has the same name"):
+        PhaseFolderDataset(mixed_root, "all")
+
+
+def test_augmentation_reproducible_and_paired(tmp_path: Path) -> None:
+    (tmp_path / "interferograms").mkdir()
+    (tmp_path / "phases").mkdir()
+    rng = np.random.default_rng(0)
+    img = rng.random((40, 48)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "interferograms" / "x.tif", img)
+    tifffile.imwrite(tmp_path / "phases" / "x.tif", 12.0 * img)  # target == input before clipping
+    ds = PhaseFolderDataset(tmp_path, "all", crop=32, augment=True, symmetries="all", seed=3)
+    seen = set()
+    for epoch in range(8):
+        ds.set_epoch(epoch)
+        a, b = ds[0], ds[0]
+        assert torch.equal(a["input"], b["input"])  # same (seed, epoch, index) -> same item
+        assert a["input"].shape == (1, 32, 32)
+        assert torch.allclose(a["input"], a["target"])  # identical transforms on both
+        seen.add(a["input"].numpy().tobytes())
+    assert len(seen) > 4
+    centre = PhaseFolderDataset(tmp_path, "all", crop=(16, 32))[0]["input"][0].numpy()
+    np.testing.assert_array_equal(centre, img[12:28, 8:40])
+    with pytest.raises(DataError, match=r"x\.tif: image 48x40 is smaller than the crop 64x64"):
+        PhaseFolderDataset(tmp_path, "all", crop=64)[0]
+
+
+def transform(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    a = np.rot90(a, k)
+    return a[:, ::-1] if flip else a
+
+
+@pytest.mark.parametrize("angle", [45.0, 30.0, 90.0])
+def test_symmetries_keep_the_physics(angle: float) -> None:
+    """The classical pipeline (fx > 0 convention) reads +φ exactly on the "half_plane" transforms."""
+    cfg = SimConfig(size=64, n_cells=(1, 2), semi_axis=(8.0, 14.0), carrier_period=3.0, carrier_angle=angle,
+                    tilt=0.5, defocus=0.5, astigmatism=0.3, coma=0.2)
+    s = simulate(cfg, np.random.default_rng(0))
+    half = dihedral_transforms("half_plane", cfg.carrier)
+    same = dihedral_transforms("carrier", cfg.carrier)
+    assert len(dihedral_transforms("all")) == 8 and len(half) == 4 and (0, False) in same
+    for k, flip in dihedral_transforms("all"):
+        holo, bg, truth = (transform(a, k, flip) for a in (s.hologram, s.background, s.phase))
+        phase = retrieve_phase(holo, bg)
+        sign = 1.0 if (k, flip) in half else -1.0
+        assert np.sqrt(np.mean((sign * phase - truth) ** 2)) < 0.1, (k, flip)
+        if (k, flip) in same:
+            assert find_sideband(holo) == pytest.approx(find_sideband(s.hologram))
+
+
+def test_symmetries_from_meta_and_errors(tmp_path: Path) -> None:
+    out = write_synthetic(tmp_path / "syn", 2, tiny_cfg())
+    ds = PhaseFolderDataset(out, "all", augment=True, symmetries="carrier")
+    assert sorted(ds.transforms) == [(0, False), (3, True)]  # 45°: identity and the transpose
+    with pytest.raises(ValueError, match="unknown symmetries 'mirror'; available: all, carrier, half_plane, none"):
+        PhaseFolderDataset(out, "all", augment=True, symmetries="mirror")
+
+
+def test_synthetic_dataset_and_writer_agree(tmp_path: Path) -> None:
+    cfg = tiny_cfg()
+    ds = SyntheticPhaseDataset(cfg, length=5, seed=4)
+    again = SyntheticPhaseDataset(cfg, length=5, seed=4)
+    assert torch.equal(ds[2]["input"], again[2]["input"]) and not torch.equal(ds[2]["input"], ds[3]["input"])
+    calls: list[int] = []
+    out = write_synthetic(tmp_path / "syn", 5, cfg, seed=4, progress=calls.append)
+    assert calls == [1, 2, 3, 4, 5]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["phase_range"] == 12.0 and meta["simulator"]["size"] == 64
+    assert (out / "splits" / "train.txt").read_text().split() == ["sim_00000", "sim_00001", "sim_00002"]
+    folder = PhaseFolderDataset(out, "all")
+    for k in range(5):
+        assert torch.equal(folder[k]["input"], ds[k]["input"])
+        assert torch.allclose(folder[k]["target"], ds[k]["target"])
+    assert len(list((out / "backgrounds").iterdir())) == 5
+    assert not [p for p in out.rglob(".*")]  # no temporary files left behind
+
+
+def test_make_ground_truth(tmp_path: Path) -> None:
+    cfg = tiny_cfg()
+    syn = write_synthetic(tmp_path / "syn", 3, cfg, seed=1)
+    raw = tmp_path / "raw"
+    (raw / "interferograms").mkdir(parents=True)
+    (raw / "backgrounds").mkdir()
+    for k in range(3):
+        name = f"sim_{k:05d}"
+        holo = tifffile.imread(syn / "interferograms" / f"{name}.tif")
+        Image.fromarray(np.round(holo * 65535).astype(np.uint16)).save(raw / "interferograms" / f"{name}.png")
+        (raw / "backgrounds" / f"{name}.tif").write_bytes((syn / "backgrounds" / f"{name}.tif").read_bytes())
+    out = make_ground_truth(raw, tmp_path / "gt")
+    meta = json.loads((out / "meta.json").read_text())
+    peaks = []
+    for k in range(3):
+        name = f"sim_{k:05d}"
+        phase = tifffile.imread(out / "phases" / f"{name}.tif")
+        truth = tifffile.imread(syn / "phases" / f"{name}.tif")
+        assert phase.min() == 0.0
+        assert np.sqrt(np.mean((phase - truth) ** 2)) < 0.1
+        assert (out / "interferograms" / f"{name}.png").read_bytes() == \
+            (raw / "interferograms" / f"{name}.png").read_bytes()
+        peaks.append(phase.max())
+    assert meta["phase_range"] == float(np.ceil(max(peaks)))
+    assert len(PhaseFolderDataset(out, "all")) == 3
+
+
+def test_make_ground_truth_size_mismatch(tmp_path: Path) -> None:
+    (tmp_path / "interferograms").mkdir()
+    (tmp_path / "backgrounds").mkdir()
+    tifffile.imwrite(tmp_path / "interferograms" / "a.tif", np.zeros((32, 32), np.float32))
+    tifffile.imwrite(tmp_path / "backgrounds" / "background.tif", np.zeros((16, 16), np.float32))
+    with pytest.raises(DataError, match=r"a\.tif: size 32x32 differs from .*background\.tif \(16x16\)"):
+        make_ground_truth(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("shape", [(250, 333), (1, 2, 250, 333), (3, 40, 7)])
+def test_pad_crop_round_trip(shape: tuple[int, ...]) -> None:
+    x = torch.rand(shape)
+    padded, size = pad_to_multiple(x, 32)
+    assert size == shape[-2:]
+    assert padded.shape[-2] % 32 == 0 and padded.shape[-1] % 32 == 0
+    assert padded.shape[:-2] == x.shape[:-2]
+    assert torch.equal(crop_back(padded, size), x)
+    if shape[-2:] == (250, 333):
+        assert padded.shape[-2:] == (256, 352)
+        assert torch.equal(padded[..., 250, :333], x[..., 248, :])  # reflect: row 250 mirrors row 248
