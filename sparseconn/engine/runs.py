@@ -63,9 +63,9 @@ def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, dist: DistInfo, mar
         if saved is not None and saved != cfg.dump():
             raise SparseconnError(f"--resume: the config differs from {out / 'config.yaml'}; resume with that file")
         return
-    if out.exists() and any(out.iterdir()):
-        raise SparseconnError(f"{out} already holds files; choose another --out or pass --resume to continue")
-    if dist.is_main:
+    if dist.is_main:  # only rank 0 checks and writes; the others would see rank 0's files
+        if out.exists() and any(out.iterdir()):
+            raise SparseconnError(f"{out} already holds files; choose another --out or pass --resume to continue")
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", cfg.dump())
     barrier(dist)
