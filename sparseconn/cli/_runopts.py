@@ -30,14 +30,19 @@ FAST_DEV_RUN = {
 
 
 def load_config(path: Path, overrides: list[str] | None, seed: int | None, fast: bool) -> tuple[RunConfig, object]:
-    data = read_yaml(path)
-    if fast:
-        task = TASKS.get(str(data.get("task", {}).get("name", ""))) if isinstance(data.get("task"), dict) else None
-        extra = dict(FAST_DEV_RUN)
-        if task is not None:
-            extra.update({f"task.{k}": v for k, v in task.fast_dev_run.items()})
-        data = apply_overrides(data, [f"{k}={v}" for k, v in extra.items()])
-    data = apply_overrides(data, list(overrides or []))
+    """Read, override and validate a run config; ``--fast-dev-run`` shrinks it after the user's values are
+    checked (a bad ``search.epochs`` in the file is reported, not silently replaced), ``--set`` still wins."""
+    raw = read_yaml(path)
+    data = apply_overrides(raw, list(overrides or []))
+    if seed is not None:
+        data["seed"] = seed
+    checked = validate_run_config(data, str(path))  # imports space.plugins, so plugin tasks are registered
+    if not fast:
+        return checked
+    cfg, _ = checked
+    task = TASKS.get(cfg.task["name"])
+    extra = {**FAST_DEV_RUN, **{f"task.{k}": v for k, v in task.fast_dev_run.items()}}
+    data = apply_overrides(apply_overrides(raw, [f"{k}={v}" for k, v in extra.items()]), list(overrides or []))
     if seed is not None:
         data["seed"] = seed
     return validate_run_config(data, str(path))

@@ -8,9 +8,8 @@ best metric and a fingerprint of the model's parameter names and shapes.
 from __future__ import annotations
 
 import hashlib
-import pickle
 import random
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,21 +67,41 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return Path(path)
 
 
+def _reason(exc: Exception) -> str:
+    """One short line out of torch.load's multi-paragraph errors (the unpickler's own complaint if any)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:  # the useful part follows a paragraph about weights_only
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:160] if lines else type(exc).__name__
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint safely; one-line :class:`CheckpointError` for missing, truncated or foreign files."""
+    """Read a checkpoint safely; one-line :class:`CheckpointError` for missing, truncated or foreign files.
+
+    ``weights_only=True``: a file holding pickled objects other than tensors and plain data is refused,
+    never unpickled.
+    """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
     try:
-        data = torch.load(p, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p} is truncated or not a sparseconn checkpoint ({first[:160]})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error below says it all
+            data = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # by format: RuntimeError, UnpicklingError, EOFError, KeyError, BadZipFile, ...
+        raise CheckpointError(f"{p} is truncated or not a sparseconn checkpoint ({_reason(exc)})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{p} is not a sparseconn checkpoint (no '{FORMAT}' header)")
-    if int(data.get("version", 0)) > VERSION:
-        raise CheckpointError(f"{p} has checkpoint version {data['version']}, newer than this sparseconn "
+    version = data.get("version")
+    if not isinstance(version, int):
+        raise CheckpointError(f"{p} is damaged: checkpoint version {version!r} is not an integer")
+    if version > VERSION:
+        raise CheckpointError(f"{p} has checkpoint version {version}, newer than this sparseconn "
                               f"reads ({VERSION}); upgrade sparseconn")
+    model = data.get("model")
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise CheckpointError(f"{p} is damaged: it holds no model state")
     return data
 
 

@@ -71,6 +71,9 @@ class TrainConfig(_Strict):
     limit_train_batches: int | None = Field(default=None, ge=1)
     limit_val_batches: int | None = Field(default=None, ge=1)
     num_workers: int = Field(default=0, ge=0)
+    bn_recalibration: int = Field(default=16, ge=0)
+    """Precise BN: before each validation, re-estimate BatchNorm statistics over this many training
+    batches with the epoch's final weights (0: keep the running averages)."""
 
 
 class PruneConfig(_Strict):

@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from sparseconn.architecture import Architecture
+from sparseconn.config import SpaceConfig
 from sparseconn.engine.checkpoint import load_checkpoint, load_model_state
 from sparseconn.engine.config import RunConfig, validate_run_config
 from sparseconn.engine.distributed import DistInfo, barrier
@@ -63,9 +65,13 @@ def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, dist: DistInfo, mar
         if saved is not None and saved != cfg.dump():
             raise SparseconnError(f"--resume: the config differs from {out / 'config.yaml'}; resume with that file")
         return
-    if dist.is_main:  # only rank 0 checks and writes; the others would see rank 0's files
-        if out.exists() and any(out.iterdir()):
-            raise SparseconnError(f"{out} already holds files; choose another --out or pass --resume to continue")
+    # Every rank checks the folder before anyone writes (the barrier), so all ranks fail together
+    # instead of rank 0 raising while the others wait for it; then only rank 0 writes.
+    occupied = out.exists() and any(out.iterdir())
+    barrier(dist)
+    if occupied:
+        raise SparseconnError(f"{out} already holds files; choose another --out or pass --resume to continue")
+    if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", cfg.dump())
     barrier(dist)
@@ -81,18 +87,20 @@ def regularizer_context(space: SearchSpace, size: tuple[int, int]) -> RegContext
 def search(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOptions(), ckpt_prefix: str = "",
            prepare: bool = True) -> dict[str, Any]:
     """Train the supernet with Eq. (2): the task loss plus the connection regularisers."""
-    if prepare:
-        prepare_run_dir(out, cfg, opts.resume, opts.dist)
     seed_everything(cfg.seed)
     task = make_task(cfg, task_cfg)
     space = SearchSpace(cfg.space)
     net = build_supernet(space)
+    reg_ctx = regularizer_context(space, cfg.search.cost_size)
+    datasets = task.datasets(cfg.seed)
+    if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
+        prepare_run_dir(out, cfg, opts.resume, opts.dist)
     payload = {"kind": "supernet", "config": cfg.model_dump(mode="json")}
     trainer = Trainer(net, task, cfg.search, Path(out), "search", payload,
                       ckpt_prefix=ckpt_prefix, device=opts.device, seed=cfg.seed, dist=opts.dist,
-                      reg_ctx=regularizer_context(space, cfg.search.cost_size), threshold=cfg.prune.threshold,
+                      reg_ctx=reg_ctx, threshold=cfg.prune.threshold,
                       progress=opts.progress, callbacks=list(opts.callbacks))
-    result = trainer.fit(task.datasets(cfg.seed), resume=opts.resume)
+    result = trainer.fit(datasets, resume=opts.resume)
     summary = {"stage": "search", "candidates": len(space.candidates), **result,
                "final_connections": net.connections.snapshot()}
     if opts.dist.is_main:
@@ -107,7 +115,7 @@ def find_checkpoint(run: Path, which: str = "best", kind: str | None = None) -> 
     if run.is_file():
         return run
     if not run.is_dir():
-        raise CheckpointError(f"{run} is neither a run folder nor a checkpoint file")
+        raise CheckpointError(f"{str(run)!r} does not exist (expected a run folder or a checkpoint file)")
     names = [f"search_{which}.pt", f"{which}.pt"] if kind == "supernet" else [f"{which}.pt"]
     for name in names:
         p = run / "checkpoints" / name
@@ -122,28 +130,95 @@ def config_of(ckpt: dict[str, Any], source: Path) -> tuple[RunConfig, Any]:
     return validate_run_config(ckpt["config"], f"{source} (stored config)")
 
 
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    """Dotted path of the first place where two plain-data trees differ ('' for the roots)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in [*a, *(k for k in b if k not in a)]:
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{path}.{k}")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return _first_difference(x, y, f"{path}.{i}")
+    return path
+
+
+_NOT_ARCHITECTURE = ("plugins", "checkpointing")  # space settings that change no parameter
+
+
+def _space_difference(mine: Any, theirs: Any) -> str | None:
+    """``space.<key>`` where two dumped space configs build different networks, or None if they match."""
+    if not isinstance(mine, dict) or not isinstance(theirs, dict):
+        return None if mine == theirs else "space"
+    a = {k: v for k, v in mine.items() if k not in _NOT_ARCHITECTURE}
+    b = {k: v for k, v in theirs.items() if k not in _NOT_ARCHITECTURE}
+    return None if a == b else f"space{_first_difference(a, b)}"
+
+
+def check_run_membership(path: Path, ckpt: dict[str, Any], run: Path | None = None) -> None:
+    """Refuse a checkpoint whose search space is not the one its run folder's ``config.yaml`` describes
+    (e.g. a ``best.pt`` copied in from another run); ``run`` defaults to the folder above ``checkpoints/``."""
+    path = Path(path)
+    if run is None:
+        run = path.parent.parent if path.parent.name == "checkpoints" else None
+    cfg_file = Path(run) / "config.yaml" if run is not None else None
+    if cfg_file is None or not cfg_file.is_file() or not isinstance(ckpt.get("config"), dict):
+        return
+    try:
+        saved = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raise SparseconnError(f"{cfg_file} is not readable YAML; cannot check {path} against it") from None
+    if not isinstance(saved, dict) or "space" not in saved:
+        return
+    where = _space_difference(saved["space"], ckpt["config"].get("space"))
+    if where is not None:
+        raise CheckpointError(f"checkpoint {path} was saved from another architecture than {cfg_file} describes "
+                              f"({where} differs)")
+
+
 def prune(run: Path, threshold: float | None = None, redundancy: bool | None = None, which: str | None = None,
           out: Path | None = None) -> Architecture:
     """Derive ``architecture.json`` from a search run's connection weights (best checkpoint by default)."""
     run = Path(run)
-    probe = find_checkpoint(run, "last", kind="supernet") if run.is_dir() else run
-    cfg, _ = config_of(load_checkpoint(probe), probe)
+    probe = find_checkpoint(run, "last", kind="supernet") if run.is_dir() else find_checkpoint(run)
+    probe_ckpt = load_checkpoint(probe)
+    check_run_membership(probe, probe_ckpt)
+    cfg, _ = config_of(probe_ckpt, probe)
     path = find_checkpoint(run, which or cfg.prune.checkpoint, kind="supernet") if run.is_dir() else run
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path) if path != probe else probe_ckpt
     if ckpt.get("kind") != "supernet" or not isinstance(ckpt.get("connections"), dict):
         raise CheckpointError(f"{path} is not a search (supernet) checkpoint")
+    check_run_membership(path, ckpt)
+    if ckpt.get("fingerprint") != probe_ckpt.get("fingerprint"):
+        raise CheckpointError(f"checkpoint {path} was saved from another architecture than {probe}")
     space = SearchSpace(cfg.space)
+    missing = sorted(set(space.candidates) - set(ckpt["connections"]))
+    if missing:
+        raise CheckpointError(f"{path} holds no weight for connection {missing[0]!r} of the search space")
     arch = derive(space.graph, cfg.space, ckpt["connections"],
                   cfg.prune.threshold if threshold is None else threshold,
                   cfg.prune.redundancy if redundancy is None else redundancy)
-    target = Path(out) if out is not None else (run if run.is_dir() else run.parent.parent) / "architecture.json"
+    if out is not None:
+        target = Path(out)
+    elif run.is_dir():
+        target = run / "architecture.json"
+    else:  # RUN/checkpoints/best.pt -> RUN/architecture.json; a loose checkpoint file -> beside it
+        target = (run.parent.parent if run.parent.name == "checkpoints" else run.parent) / "architecture.json"
     arch.save(target)
     return arch
 
 
-def load_supernet(path: Path) -> GraphNet:
+def load_supernet(path: Path, space: SpaceConfig | None = None) -> GraphNet:
+    """The supernet of a search checkpoint; with ``space``, refuse one searched in another space."""
     ckpt = load_checkpoint(path)
+    if ckpt.get("kind") != "supernet":
+        raise CheckpointError(f"{path} is not a search (supernet) checkpoint")
     cfg, _ = config_of(ckpt, path)
+    where = None if space is None else _space_difference(space.model_dump(mode="json"),
+                                                          cfg.space.model_dump(mode="json"))
+    if where is not None:
+        raise CheckpointError(f"checkpoint {path} was saved from another architecture than the child's search "
+                              f"space ({where} differs)")
     net = build_supernet(SearchSpace(cfg.space))
     load_model_state(net, ckpt, path)
     return net
@@ -152,16 +227,17 @@ def load_supernet(path: Path) -> GraphNet:
 def train(cfg: RunConfig, task_cfg: Any, arch: Architecture, out: Path, opts: RunOptions = RunOptions(),
           inherit_from: Path | None = None, prepare: bool = True) -> dict[str, Any]:
     """Retrain the child of ``arch`` with the task loss alone (optionally from inherited weights)."""
-    if prepare:
-        prepare_run_dir(out, cfg, opts.resume, opts.dist)
     seed_everything(cfg.seed)
     task = make_task(cfg, task_cfg)
     inherit = None
     if cfg.train.inherit or inherit_from is not None:
         if inherit_from is None:
             raise SparseconnError("train.inherit is set but no supernet checkpoint was given to inherit from")
-        inherit = load_supernet(inherit_from).eval()
+        inherit = load_supernet(inherit_from, arch.space).eval()
     net = build_child(arch, inherit=inherit)
+    datasets = task.datasets(cfg.seed)
+    if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
+        prepare_run_dir(out, cfg, opts.resume, opts.dist)
     if opts.dist.is_main:
         arch.save(Path(out) / "architecture.json")
     payload = {"kind": "child", "config": cfg.model_dump(mode="json"), "architecture": arch.model_dump(mode="json"),
@@ -169,7 +245,7 @@ def train(cfg: RunConfig, task_cfg: Any, arch: Architecture, out: Path, opts: Ru
     trainer = Trainer(net, task, cfg.train, Path(out), "train", payload, device=opts.device, seed=cfg.seed,
                       dist=opts.dist, threshold=cfg.prune.threshold, progress=opts.progress,
                       callbacks=list(opts.callbacks))
-    result = trainer.fit(task.datasets(cfg.seed), resume=opts.resume)
+    result = trainer.fit(datasets, resume=opts.resume)
     summary = {"stage": "train", "connections": len(arch.connections), **result}
     if opts.dist.is_main:
         atomic_write_json(Path(out) / "train_summary.json", summary)
@@ -197,6 +273,7 @@ def load_model(source: Path, which: str = "best") -> LoadedModel:
     else:
         path = find_checkpoint(source)
     ckpt = load_checkpoint(path)
+    check_run_membership(path, ckpt, source if source.is_dir() else None)
     cfg, task_cfg = config_of(ckpt, path)
     if ckpt.get("kind") == "child":
         try:

@@ -99,6 +99,45 @@ class Trainer:
         t = all_reduce_sum(t, self.dist)
         return {k: (t[i] / t[-1]).item() for i, k in enumerate(keys)} if t[-1] > 0 else {}
 
+    @torch.no_grad()
+    def recalibrate_bn(self, loader: DataLoader, batches: int, dtype: torch.dtype | None = None) -> None:
+        """Precise BN: re-estimate every BatchNorm's running statistics with the current weights.
+
+        Running averages (momentum 0.1) lag behind weights that move quickly, and the supernet's chains
+        of per-edge BN amplify the lag: in eval mode its output can collapse while the train-mode output
+        is fine. Averaging exact batch statistics over ``batches`` training batches removes the lag.
+        Under DDP each rank measures its shard and the statistics are averaged, so ranks stay identical.
+        """
+        bns = [m for m in self.net.modules()
+               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        if batches <= 0 or not bns:
+            return
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+        was_training = self.net.training
+        self.net.train()
+        try:
+            for i, batch in enumerate(loader):
+                if i >= batches:
+                    break
+                with autocast(self.device, dtype):
+                    self.net(batch["input"].to(self.device, non_blocking=True))  # the bare module, not DDP
+        finally:
+            for m, mom in zip(bns, momenta, strict=True):
+                m.momentum = mom
+            self.net.train(was_training)
+        if self.dist.enabled:
+            flat = torch.cat([torch.cat([m.running_mean.flatten(), m.running_var.flatten()]) for m in bns]).double()
+            flat = all_reduce_sum(flat, self.dist) / self.dist.world_size
+            k = 0
+            for m in bns:
+                n = m.running_mean.numel()
+                m.running_mean.copy_(flat[k:k + n].view_as(m.running_mean))
+                m.running_var.copy_(flat[k + n:k + 2 * n].view_as(m.running_var))
+                k += 2 * n
+
     # -- the loop --------------------------------------------------------------------------------
     def fit(self, datasets: dict[str, Dataset], resume: bool = False) -> dict[str, Any]:
         net, cfg = self.net.to(self.device), self.cfg
@@ -137,6 +176,7 @@ class Trainer:
             for epoch in range(start, cfg.epochs):
                 record = self._epoch(model, train_loader, sampler, datasets, epoch, steps, opts, scheds, scaler,
                                      dtype, bar)
+                self.recalibrate_bn(train_loader, min(steps, cfg.bn_recalibration), dtype)
                 record.update({f"val_{k}": v for k, v in self.evaluate(val_loader, cfg.limit_val_batches).items()})
                 best = self._finish_epoch(epoch, record, best, opts, scheds, scaler, bar)
                 for cb in self.callbacks:

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from sparseconn.errors import DataError
@@ -258,27 +257,3 @@ class SyntheticPhaseDataset(Dataset):
             "target": torch.from_numpy(target)[None],  # (1, H, W)
             "name": f"sim_{index:05d}",
         }
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad (…, H, W) at the bottom and right to multiples of ``multiple``; return it and (H, W).
-
-    Reflect padding (no false edges); where a pad exceeds the image it falls back to replicate.
-    ``crop_back`` undoes it, e.g. 250×333 with multiple 32 -> 256×352 -> 250×333.
-    """
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x, (h, w)
-    lead = x.shape[:-2]
-    flat = x.reshape(-1, 1, h, w)  # (N, 1, H, W): F.pad's reflect mode wants a batch and a channel
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    padded = F.pad(flat, (0, pw, 0, ph), mode=mode)
-    return padded.reshape(*lead, h + ph, w + pw), (h, w)
-
-
-def crop_back(y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(…, H', W') -> (…, h, w): drop the padding added by :func:`pad_to_multiple`."""
-    h, w = size
-    return y[..., :h, :w]
-

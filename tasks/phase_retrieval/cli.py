@@ -1,0 +1,107 @@
+"""``sparseconn data``: write synthetic data sets and make ground truth from real holograms.
+
+Attached to the ``sparseconn`` CLI through :data:`sparseconn.registry.CLI_EXTENSIONS` when the
+phase-retrieval plugin loads; both commands are thin layers over :mod:`tasks.phase_retrieval.prepare`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+
+from sparseconn.errors import DataError
+from sparseconn.registry import CLI_EXTENSIONS
+
+
+@contextmanager
+def _progress(label: str, total: int, quiet: bool) -> Iterator[Callable[[int], None]]:
+    """A rich bar on a terminal; otherwise a line every 10% (nothing when ``quiet``)."""
+    if quiet:
+        yield lambda k: None
+        return
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=Console(stderr=True)) as bar:
+            task = bar.add_task(label, total=total)
+            yield lambda k: bar.update(task, completed=k)
+        return
+    step = max(1, total // 10)
+    yield lambda k: (k % step == 0 or k == total) and print(f"{label}: {k}/{total}", file=sys.stderr, flush=True)
+
+
+def _refuse_existing(folder: Path, force: bool) -> None:
+    if force or not folder.is_dir():
+        return
+    if any(f for f in folder.iterdir() if not f.name.startswith(".")):
+        raise DataError(f"{folder} already holds files; choose another --out or pass --force to overwrite")
+
+
+def add_data_commands(app: typer.Typer) -> None:
+    """Attach the ``data`` group (``synth``, ``truth``) to the ``sparseconn`` app."""
+    from sparseconn.cli._common import handle_errors
+
+    data = typer.Typer(help="Make phase-retrieval data sets: synthetic holograms, or ground truth for real ones.",
+                       no_args_is_help=True)
+
+    @data.command("synth")
+    @handle_errors
+    def synth(
+        config: Path = typer.Argument(..., help="A run config; its task.data.sim section sets the simulator."),
+        out: Path = typer.Option(..., "--out", "-o", help="Folder to write (interferograms/, phases/, ...)."),
+        n: int = typer.Option(64, "-n", help="Number of fields to simulate."),
+        seed: int | None = typer.Option(None, "--seed", help="Seed (default: the config's task.data.seed)."),
+        overrides: list[str] = typer.Option(None, "--set", help="Override a config value: task.data.sim.size=512."),
+        force: bool = typer.Option(False, "--force", help="Write into a folder that already holds files."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+    ) -> None:
+        """Simulate N holograms with their true phases and sample-free backgrounds, in the folder layout."""
+        from sparseconn.engine.config import load_run_config
+        from tasks.phase_retrieval.prepare import write_synthetic
+        from tasks.phase_retrieval.task import PhaseRetrievalConfig
+
+        if n < 1:
+            raise DataError(f"-n must be at least 1, got {n}")
+        _, task_cfg = load_run_config(config, overrides)
+        if not isinstance(task_cfg, PhaseRetrievalConfig):
+            raise DataError(f"{config}: task.name must be phase_retrieval for `data synth`")
+        _refuse_existing(out, force)
+        with _progress("simulating", n, quiet) as progress:
+            write_synthetic(out, n, task_cfg.data.sim, seed=task_cfg.data.seed if seed is None else seed,
+                            progress=progress)
+        typer.echo(f"wrote {n} simulated fields to {out}")
+
+    @data.command("truth")
+    @handle_errors
+    def truth(
+        raw_dir: Path = typer.Argument(..., help="Folder with interferograms/ and optional backgrounds/, splits/."),
+        out: Path = typer.Option(..., "--out", "-o", help="Folder to write (may be RAW_DIR itself)."),
+        poly_order: int = typer.Option(3, "--poly-order", min=0, max=6,
+                                       help="Aberration fit order when an image has no background hologram."),
+        filter_radius: float | None = typer.Option(None, "--filter-radius",
+                                                   help="Sideband window radius, cycles/px (default: automatic)."),
+        force: bool = typer.Option(False, "--force", help="Overwrite existing phase maps in --out."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+    ) -> None:
+        """Ground-truth phases for real holograms with the classical FT + unwrapping pipeline."""
+        from tasks.phase_retrieval.imageio_ import IMAGE_SUFFIXES, index_images
+        from tasks.phase_retrieval.prepare import make_ground_truth
+
+        if filter_radius is not None and not 0 < filter_radius < 0.5:
+            raise DataError(f"--filter-radius must be in (0, 0.5) cycles/px, got {filter_radius}")
+        total = len(index_images(raw_dir / "interferograms", IMAGE_SUFFIXES))
+        _refuse_existing(out / "phases", force)
+        with _progress("retrieving", total, quiet) as progress:
+            make_ground_truth(raw_dir, out, progress, filter_radius=filter_radius, poly_order=poly_order)
+        typer.echo(f"wrote {total} phase maps to {out / 'phases'}")
+
+    app.add_typer(data, name="data")
+
+
+CLI_EXTENSIONS.register("data", add_data_commands)

@@ -1,0 +1,221 @@
+"""The ``phase_retrieval`` task: NAS-PRNet's data, MixGE loss, metrics, I/O and classical baseline.
+
+Configured by the ``task:`` section of a run config (see ``tasks/phase_retrieval.yaml``)::
+
+    task:
+      name: phase_retrieval
+      phase_range: 12.0            # rad; the target is phase / phase_range in [0, 1]
+      data:
+        source: synthetic          # or folder (root: DIR, in the layout of tasks/phase_retrieval/data.py)
+        train_size: 320            # synthetic only: items per split
+        sim: {size: 128}           # SimConfig (tasks/phase_retrieval/simulate.py)
+      loss: {lam: 0.1, operator: sobel}
+
+Network outputs and targets are the normalised phase (B, 1, H, W) in [0, 1]; ``infer`` writes radians.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch.utils.data import Dataset
+
+from sparseconn.task import Task, TaskConfig, register_task
+from tasks.phase_retrieval.classical import FourierPhaseRetrieval
+from tasks.phase_retrieval.data import (
+    DEFAULT_PHASE_RANGE,
+    SYMMETRIES,
+    PhaseFolderDataset,
+    SyntheticPhaseDataset,
+    read_meta,
+)
+from tasks.phase_retrieval.imageio_ import read_image, write_tiff
+from tasks.phase_retrieval.losses import GRADIENT_OPERATORS, mixge
+from tasks.phase_retrieval.metrics import psnr, rmse_rad, ssim
+from tasks.phase_retrieval.simulate import SimConfig, simulate
+
+# Seed streams of the synthetic splits. Validation and test sets depend on ``data.seed`` only, so
+# runs with different ``--seed`` are scored on the same images; training items follow the run seed.
+_VAL_STREAM, _TEST_STREAM = 1_000_003, 2_000_003
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class DataConfig(_Strict):
+    source: Literal["synthetic", "folder"] = "synthetic"
+    """``synthetic``: the simulator on the fly (no files); ``folder``: holograms and phases in ``root``."""
+    root: Path | None = None
+    """Folder data set (required for ``source: folder``); relative paths are from the working directory."""
+    train_size: int = Field(320, ge=1)
+    """Synthetic only: number of training items (fixed per run seed)."""
+    val_size: int = Field(32, ge=1)
+    test_size: int = Field(32, ge=1)
+    seed: int = Field(0, ge=0)
+    """Synthetic only: seed of the validation and test items (the same for every run seed)."""
+    sim: SimConfig = Field(default_factory=SimConfig)
+    """Simulator settings of the synthetic items (``size`` is the side in px)."""
+    cache: bool = True
+    """Synthetic only: keep generated items in memory (each is made once per process)."""
+    crop: int | None = Field(None, ge=8)
+    """Folder only: random square training crops of this side (None: full images)."""
+    val_crop: int | None = Field(None, ge=8)
+    """Folder only: centre crop of validation images (None: full size, padded to the stride)."""
+    augment: bool = True
+    """Folder only: random flips / 90° turns of training items from ``symmetries``."""
+    symmetries: str = "half_plane"
+    """Allowed flips/turns (see PhaseFolderDataset): half_plane, carrier, all or none."""
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.symmetries not in SYMMETRIES:
+            raise ValueError(f"symmetries is {self.symmetries!r}; expected one of {', '.join(SYMMETRIES)}")
+        if self.source == "folder" and self.root is None:
+            raise ValueError("source 'folder' needs root: the data set folder (interferograms/, phases/, ...)")
+        return self
+
+
+class LossConfig(_Strict):
+    lam: float = Field(0.1, ge=0)
+    """Weight λ of the gradient term of MixGE (Lu & Chen 2019: 0.1)."""
+    operator: str = "sobel"
+    """Gradient operator of MixGE: sobel, scharr or central."""
+
+    @model_validator(mode="after")
+    def _check(self) -> LossConfig:
+        if self.operator not in GRADIENT_OPERATORS:
+            raise ValueError(f"operator is {self.operator!r}; expected one of {', '.join(sorted(GRADIENT_OPERATORS))}")
+        return self
+
+
+class BaselineConfig(_Strict):
+    classical: bool = True
+    """Evaluate the classical FT + unwrapping pipeline beside the networks."""
+    poly_order: int = Field(3, ge=0, le=6)
+    """Order of the polynomial fitted to background pixels for aberration compensation."""
+    filter_radius: float | None = Field(None, gt=0)
+    """Sideband window radius, cycles/px (None: half the carrier distance)."""
+
+
+class PhaseRetrievalConfig(TaskConfig):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    phase_range: float | None = Field(None, gt=0)
+    """Phase (rad) that maps to 1. Default: ``data.sim.phase_range`` for synthetic data, the folder's
+    ``meta.json`` for folder data (12 if absent). Set it for folder data to infer without the folder."""
+
+    def resolved_phase_range(self) -> float:
+        if self.phase_range is not None:
+            return float(self.phase_range)
+        if self.data.source == "synthetic":
+            return float(self.data.sim.phase_range)
+        root = self.data.root
+        if root is not None and root.is_dir():
+            return float(read_meta(root).get("phase_range", DEFAULT_PHASE_RANGE))
+        return DEFAULT_PHASE_RANGE
+
+
+class CachedDataset(Dataset):
+    """Memoise a deterministic dataset's items (for the on-the-fly simulator)."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+        self._items: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        if index not in self._items:
+            self._items[index] = self.base[index]
+        return self._items[index]
+
+
+@register_task("phase_retrieval")
+class PhaseRetrievalTask(Task):
+    """Off-axis QPI: one interferogram in, the unwrapped, aberration-free phase / phase_range out."""
+
+    Config = PhaseRetrievalConfig
+    primary_metric = "psnr"
+    higher_is_better = True
+    metric_names = ("psnr", "ssim", "rmse_rad")
+    fast_dev_run = {"data.train_size": 8, "data.val_size": 2, "data.test_size": 2}
+    display_names = {"supernet": "super-PRNet", "child": "NAS-PRNet"}
+
+    def __init__(self, cfg: PhaseRetrievalConfig) -> None:
+        super().__init__(cfg)
+        self.cfg: PhaseRetrievalConfig = cfg
+        self.phase_range = cfg.resolved_phase_range()
+
+    # -- data ------------------------------------------------------------------------------------
+    def datasets(self, seed: int) -> dict[str, Dataset]:
+        d, pr = self.cfg.data, self.phase_range
+        if d.source == "synthetic":
+            def make(n: int, stream_seed: int) -> Dataset:
+                ds = SyntheticPhaseDataset(d.sim, n, seed=stream_seed, phase_range=pr)
+                return CachedDataset(ds) if d.cache else ds
+            return {"train": make(d.train_size, seed), "val": make(d.val_size, d.seed + _VAL_STREAM),
+                    "test": make(d.test_size, d.seed + _TEST_STREAM)}
+        root = d.root
+        return {
+            "train": PhaseFolderDataset(root, "train", crop=d.crop, augment=d.augment, phase_range=pr,
+                                        symmetries=d.symmetries, seed=seed),
+            "val": PhaseFolderDataset(root, "val", crop=d.val_crop, phase_range=pr),
+            "test": PhaseFolderDataset(root, "test", phase_range=pr),
+        }
+
+    # -- loss and metrics (outputs and targets: (B, 1, H, W) normalised phase) -------------------
+    def loss(self, output: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        return mixge(output.float(), batch["target"].float(), lam=self.cfg.loss.lam, operator=self.cfg.loss.operator)
+
+    def metrics(self, output: torch.Tensor, batch: dict[str, Any]) -> dict[str, float]:
+        pred, target = output.detach().float().clamp(0, 1), batch["target"].float()
+        return {"psnr": float(psnr(pred, target)), "ssim": float(ssim(pred, target)),
+                "rmse_rad": float(rmse_rad(pred, target, self.phase_range))}
+
+    # -- inference I/O ---------------------------------------------------------------------------
+    def read_input(self, path: Path) -> np.ndarray:
+        return read_image(path)[None]  # (1, H, W) in [0, 1] for integer images
+
+    def write_output(self, output: np.ndarray, path: Path) -> Path:
+        """The phase map in radians as a float32 TIFF (``output`` is the normalised (1, H, W))."""
+        return write_tiff(Path(path).with_suffix(".tif"), np.asarray(output, dtype=np.float32)[0] * self.phase_range)
+
+    # -- baselines, latency input, pictures ------------------------------------------------------
+    def baselines(self) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+        b = self.cfg.baseline
+        if not b.classical:
+            return {}
+        return {"FT + unwrap (classical)": FourierPhaseRetrieval(
+            filter_radius=b.filter_radius, poly_order=b.poly_order, phase_range=self.phase_range)}
+
+    def example_input(self, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+        """A simulated hologram of ``size``: a square field of side ≥ ``data.sim.size``, centre-cropped.
+
+        Fields are never simulated below the configured size: the aberration's fringe band grows as
+        the field shrinks, and the configured carrier is only known to separate it at that size.
+        """
+        h, w = size
+        base = self.cfg.data.sim
+        side = max(h, w, base.size)
+        sim = base if side == base.size else SimConfig.model_validate({**base.model_dump(), "size": side})
+        holo = simulate(sim, np.random.default_rng(seed)).hologram
+        top, left = (side - h) // 2, (side - w) // 2
+        return holo[top:top + h, left:left + w][None].astype(np.float32)  # (1, H, W)
+
+    def panels(self, batch: dict[str, Any], outputs: dict[str, np.ndarray], scores: dict[str, str]) -> Any:
+        from sparseconn.viz import phase_panels
+
+        pr = self.phase_range
+        return phase_panels(batch["input"][0, 0].numpy(), batch["target"][0, 0].numpy() * pr,
+                            {name: out[0] * pr for name, out in outputs.items()}, phase_range=pr,
+                            scores=scores, title=str(batch.get("name", [""])[0]))

@@ -1,0 +1,159 @@
+"""The phase task from the command line: `data synth|truth`, and the shipped config's run chain
+(search --fast-dev-run, prune, train, evaluate, infer at an odd size, export) on its output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from sparseconn.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "tasks" / "phase_retrieval.yaml"
+SIM64 = ["--set", "task.data.sim.size=64", "--set", "task.data.sim.carrier_period=3.0",
+         "--set", "task.data.sim.semi_axis=[8, 14]", "--set", "task.data.sim.n_cells=[1, 2]",
+         "--set", "task.data.sim.tilt=0.5", "--set", "task.data.sim.defocus=0.5",
+         "--set", "task.data.sim.astigmatism=0.3", "--set", "task.data.sim.coma=0.2"]
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.output
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "set"
+    r = invoke("data", "synth", CONFIG, "--out", out, "-n", "64", "--quiet", *SIM64)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_data_synth_writes_the_layout(synth: Path) -> None:
+    for sub in ("interferograms", "phases", "backgrounds"):
+        assert len(list((synth / sub).glob("*.tif"))) == 64
+    splits = {s: (synth / "splits" / f"{s}.txt").read_text().split() for s in ("train", "val", "test")}
+    assert [len(v) for v in splits.values()] == [52, 6, 6]
+    meta = json.loads((synth / "meta.json").read_text())
+    assert meta["n"] == 64 and meta["phase_range"] == 12.0 and meta["simulator"]["size"] == 64
+    phase = tifffile.imread(synth / "phases" / "sim_00000.tif")
+    assert phase.dtype == np.float32 and phase.shape == (64, 64) and phase.min() >= 0
+
+
+def test_data_synth_refuses_a_folder_with_files(synth: Path) -> None:
+    before = (synth / "meta.json").read_bytes()
+    r = invoke("data", "synth", CONFIG, "--out", synth, "-n", "2", "--quiet")
+    assert_one_line_error(r, str(synth), "--force")
+    assert (synth / "meta.json").read_bytes() == before
+    assert_one_line_error(invoke("data", "synth", CONFIG, "--out", synth / "x", "-n", "0"), "-n", "0")
+    assert_one_line_error(invoke("data", "synth", synth / "nope.yaml", "--out", synth / "x"), "nope.yaml")
+
+
+def test_data_truth_recovers_the_simulated_phase(synth: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    shutil.copytree(synth / "interferograms", raw / "interferograms")
+    shutil.copytree(synth / "backgrounds", raw / "backgrounds")
+    r = invoke("data", "truth", raw, "--out", tmp_path / "gt", "--quiet")
+    assert r.exit_code == 0, r.output
+    errs = []
+    for name in ("sim_00000", "sim_00007", "sim_00031"):
+        got = tifffile.imread(tmp_path / "gt" / "phases" / f"{name}.tif")
+        true = tifffile.imread(synth / "phases" / f"{name}.tif")
+        errs.append(float(np.sqrt(np.mean((got - true) ** 2))))
+    assert max(errs) < 0.1, errs  # with background holograms the classical phase is the truth
+    # a second run over the same folder does not silently overwrite the phases
+    assert_one_line_error(invoke("data", "truth", raw, "--out", tmp_path / "gt", "--quiet"), "--force")
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "nan", "colour", "mismatch"])
+def test_data_truth_bad_input_names_the_file(tmp_path: Path, case: str) -> None:
+    raw = tmp_path / "raw"
+    holos = raw / "interferograms"
+    holos.mkdir(parents=True)
+    good = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    expect = str(holos)
+    if case == "missing":
+        shutil.rmtree(raw)
+        expect = str(holos)
+    elif case == "nan":
+        bad = good.copy()
+        bad[3, 4] = np.nan
+        tifffile.imwrite(holos / "a.tif", bad)
+        expect = "a.tif"
+    elif case == "colour":
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(holos / "c.png")
+        expect = "c.png"
+    elif case == "mismatch":
+        tifffile.imwrite(holos / "m.tif", good)
+        (raw / "backgrounds").mkdir()
+        tifffile.imwrite(raw / "backgrounds" / "m.tif", np.zeros((16, 16), np.float32))
+        expect = "m.tif"
+    r = invoke("data", "truth", raw, "--out", tmp_path / "out", "--quiet")
+    assert_one_line_error(r, expect)
+    assert not (tmp_path / "out" / "meta.json").exists()
+
+
+@pytest.fixture(scope="module")
+def searched(synth: Path, tmp_path_factory) -> tuple[Path, list[str]]:
+    """The shipped config's fast-dev-run search on the 64-px folder set written above."""
+    run = tmp_path_factory.mktemp("runs") / "search"
+    sets = ["--set", "task.data.source=folder", "--set", f"task.data.root={synth}", "--set", "task.data.crop=32"]
+    r = invoke("search", CONFIG, "--fast-dev-run", "--out", run, "--device", "cpu", "--quiet", *sets)
+    assert r.exit_code == 0, r.output
+    return run, sets
+
+
+def test_search_prune_train_evaluate_infer_export(searched, tmp_path: Path) -> None:
+    run, sets = searched
+    for f in ("config.yaml", "metrics.jsonl", "connections.jsonl", "summary.json", "checkpoints/last.pt",
+              "checkpoints/best.pt"):
+        assert (run / f).is_file(), f
+    rec = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"val_psnr", "val_ssim", "val_rmse_rad", "live_connections"} <= set(rec)
+
+    r = invoke("prune", run)
+    assert r.exit_code == 0, r.output
+    arch = json.loads((run / "architecture.json").read_text())
+    assert arch["edges"] and len(arch["candidates"]) == 100
+
+    child = tmp_path / "child"
+    r = invoke("train", CONFIG, "--arch", run / "architecture.json", "--out", child, "--fast-dev-run", "--quiet",
+               "--device", "cpu", *sets)
+    assert r.exit_code == 0, r.output
+    r = invoke("evaluate", child, "--size", "64", "64", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    ev = json.loads((child / "evaluation.json").read_text())
+    names = [row["model"] for row in ev["rows"]]
+    assert names[0] == "NAS-PRNet" and any("classical" in n for n in names)
+    assert all(np.isfinite(row["psnr"]) for row in ev["rows"])
+
+    holo = np.random.default_rng(1).integers(0, 255, (250, 333), dtype=np.uint8)  # an odd size, 8-bit
+    Image.fromarray(holo).save(tmp_path / "odd.png")
+    r = invoke("infer", child, tmp_path / "odd.png", "--out", tmp_path / "pred", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    phase = tifffile.imread(tmp_path / "pred" / "odd.tif")
+    assert phase.shape == (250, 333) and phase.dtype == np.float32
+    assert 0.0 <= phase.min() and phase.max() <= 12.0 + 1e-4  # radians
+
+    r = invoke("export", child, "--format", "torchscript", "--out", tmp_path / "m.pt", "--size", "64", "64")
+    assert r.exit_code == 0, r.output
+    scripted = torch.jit.load(str(tmp_path / "m.pt"))
+    assert scripted(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
