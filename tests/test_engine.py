@@ -50,7 +50,14 @@ def test_interrupted_and_resumed_search_matches_uninterrupted(toy, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         search(cfg, tcfg, part, RunOptions(progress=False, callbacks=(stop_after_first,)))
     assert len((part / "metrics.jsonl").read_text().splitlines()) == 1
+    # a run killed after logging epoch 1 but before its checkpoint: the resume re-runs epoch 1 once
+    for log in ("metrics.jsonl", "connections.jsonl"):
+        with open(part / log, "a") as fh:
+            fh.write(json.dumps({"epoch": 1, "phase": "search", "stale": True}) + "\n")
     search(cfg, tcfg, part, RunOptions(progress=False, resume=True))
+    for log in ("metrics.jsonl", "connections.jsonl"):
+        records = [json.loads(x) for x in (part / log).read_text().splitlines()]
+        assert [r["epoch"] for r in records] == [0, 1, 2] and not any("stale" in r for r in records), log
     a, b = _weights(full), _weights(part)
     assert a.keys() == b.keys()
     assert all(a[k] == b[k] for k in a), {k: (a[k], b[k]) for k in a if a[k] != b[k]}

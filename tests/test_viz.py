@@ -125,10 +125,20 @@ def test_draw_connections_png_and_svg(prnet, tmp_path):
 
 def test_draw_pair_png(prnet, tmp_path):
     g, w, child = prnet
-    fig = draw_pair(g, child, w, 1e-3)
+    fig = draw_pair(g, child, w, 1e-3, stacked=False)
     size = tuple(fig.get_size_inches())
     img = check_png(save_figure(fig, tmp_path / "pair.png", dpi=DPI), size)
     assert img.shape[1] > img.shape[0]  # side by side
+    # By default the wide 17-stage pair is stacked, so it keeps its size in a report column ...
+    fig = draw_pair(g, child, w, 1e-3)
+    stacked = tuple(fig.get_size_inches())
+    assert stacked == (size[0] / 2, size[1] * 2)
+    # ... while a small space stays side by side.
+    small = nx.DiGraph([("E1", "D1"), ("D1", "H")])
+    nx.set_node_attributes(small, {"E1": "encoder", "D1": "decoder", "H": "head"}, "kind")
+    width, height = draw_pair(small, small).get_size_inches()
+    assert width > height
+    assert draw_pair(small, small).axes[1].get_title() == "(b) derived child: 1 connection"
 
 
 def test_bad_inputs_raise_one_line_errors(prnet, tmp_path):
@@ -189,6 +199,21 @@ def test_trajectories_from_a_torn_log(tmp_path):
     check_png(save_figure(fig, tmp_path / "traj_log.png", dpi=DPI), tuple(fig.get_size_inches()))
 
 
+def test_trajectories_of_a_resumed_run_draw_each_epoch_once(tmp_path):
+    write_log(tmp_path / "connections.jsonl", epochs=3)
+    lines = (tmp_path / "connections.jsonl").read_text(encoding="utf-8").splitlines()
+    repeat = json.loads(lines[1])
+    repeat["weights"]["E1->D1"] = 0.123  # epoch 1 logged again after a resume
+    records = [json.loads(line) for line in lines[:2]] + [repeat] + [json.loads(lines[2])]
+    fig = plot_trajectories(records)
+    line = next(ln for ln in fig.axes[0].get_lines() if len(ln.get_xdata()) > 2)
+    assert list(line.get_xdata()) == [0.0, 1.0, 2.0]
+    ys = {tuple(ln.get_ydata()) for ln in fig.axes[0].get_lines() if len(ln.get_xdata()) == 3}
+    assert any(y[1] == 0.123 for y in ys)
+    fig = plot_trajectories(records[:1])  # one epoch: whole-epoch ticks around it
+    assert fig.axes[0].get_xlim() == (-0.5, 0.5)
+
+
 def test_load_connections_errors_name_the_path(tmp_path):
     with pytest.raises(SparseconnError, match=re.escape(f"{tmp_path} has no connections.jsonl")):
         load_connections(tmp_path)
@@ -213,6 +238,15 @@ def test_phase_panels(tmp_path):
     check_png(save_figure(fig, tmp_path / "panels.png", dpi=DPI), tuple(fig.get_size_inches()))
     with pytest.raises(SparseconnError, match="'U-Net' has shape"):
         phase_panels(holo, truth, {"U-Net": truth[:16]})
+    # Phase colour limits: the truth's range by default (a 1-rad sample still fills the colour map), or
+    # the fixed [0, phase_range]; a flat truth keeps at least 5 % of the range.
+    small = truth / 10
+    limits = phase_panels(holo, small, outputs).axes[1].images[0].get_clim()
+    assert limits[0] == 0.0 and limits[1] == pytest.approx(np.percentile(small, 99.5))
+    assert phase_panels(holo, small, outputs, scale="full").axes[1].images[0].get_clim() == (0.0, 12.0)
+    assert phase_panels(holo, 0 * truth, {}).axes[1].images[0].get_clim() == pytest.approx((0.0, 0.6))
+    with pytest.raises(SparseconnError, match="'truth' or 'full'"):
+        phase_panels(holo, truth, outputs, scale="auto")
 
 
 def test_report(tmp_path):
@@ -238,6 +272,25 @@ def test_report(tmp_path):
     assert "![search space](../figs/space.png)" in text and "```yaml\nspace:\n  edges: dense\n```" in text
     page = html.read_text(encoding="utf-8")
     assert "data:image/png;base64," in page and "&lt;fast&gt;" in page and "<td>NAS-PRNet</td>" in page
+
+
+def test_report_columns_follow_the_task_metrics(tmp_path):
+    rows = comparison_rows([
+        {"model": "SparseMask", "miou": 0.681, "pixel_acc": 0.9, "connections": 42, "params": 2.1e6,
+         "macs": 9.2e3, "latency_ms": 12.0},
+        {"model": "tiny", "miou": 0.5, "pixel_acc": 0.8, "connections": None, "params": 9.3e3, "macs": 0,
+         "latency_ms": 24.0},
+    ])
+    md, _ = write_report(tmp_path, rows, {}, "seed: 0\n", metrics=["miou"])
+    text = md.read_text(encoding="utf-8")
+    assert "| model | mIoU | connections | params (M) | MACs (G) | latency (ms) | speed-up |" in text
+    assert "| SparseMask | 0.681 | 42 | 2.10 | 9.2e-06 | 12.0 | 2.0× |" in text
+    assert "| tiny | 0.500 | – | 0.0093 | 0.00 | 24.0 | 1.0× |" in text
+    md, _ = write_report(tmp_path, [{"model": "NAS-PRNet", "psnr": 36.7, "rmse_rad": 0.12}], {}, "",
+                         metrics=("psnr", "ssim", "rmse_rad"))  # the phase-retrieval task's names
+    assert "| NAS-PRNet | 36.70 | – | 0.120 | – | – | – | – |" in md.read_text(encoding="utf-8")
+    md, _ = write_report(tmp_path, rows, {}, "seed: 0\n")  # no metrics named: every other key, in order
+    assert "| model | mIoU | pixel acc. | connections |" in md.read_text(encoding="utf-8")
 
 
 def test_viz_never_imports_torch():

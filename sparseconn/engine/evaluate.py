@@ -36,6 +36,11 @@ def _metrics(task: Task, loader: DataLoader, run_one, limit: int | None) -> tupl
     return {k: v / max(n, 1) for k, v in sums.items()}, first_batch, first_out
 
 
+def _short(v: float) -> str:
+    """4 significant figures at most, 2 decimals for values ≥ 10 (PSNR 27.72, SSIM 0.6471)."""
+    return f"{v:.2f}" if abs(v) >= 10 else f"{v:.4g}"
+
+
 def _baseline_runner(fn):
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.stack([torch.from_numpy(np.asarray(fn(xi.numpy()), dtype=np.float32)) for xi in x])
@@ -89,12 +94,14 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
             rows.append(row)
             outputs[name] = out[0].numpy()
     for r in rows:
-        scores[r["model"]] = " ".join(f"{k.upper()} {r[k]:.3g}" for k in task.metric_names[:2] if k in r)
-    base = run if run.is_dir() else run.parent
+        scores[r["model"]] = " ".join(f"{k.upper()} {_short(r[k])}" for k in task.metric_names[:2] if k in r)
+    # a checkpoint inside a run folder reports into that folder (beside its logs and architecture)
+    base = run if run.is_dir() else (run.parent.parent if run.parent.name == "checkpoints" else run.parent)
     result = {"device": device, "latency_size": list(size), "test_items": len(test), "rows": rows}
     atomic_write_json(base / "evaluation.json", result)
     if report and first is not None:
         from sparseconn.engine.report import write_run_report
 
-        result["report"] = [str(p) for p in write_run_report(base, cfg, task, rows, first, outputs, scores, size)]
+        result["report"] = [str(p) for p in write_run_report(base, cfg, task, rows, first, outputs, scores, size,
+                                                                        device=device)]
     return result

@@ -28,7 +28,7 @@ from sparseconn.engine.inference import amp_dtype, autocast, predict
 from sparseconn.engine.optim import make_optimizer, make_scheduler, weight_groups
 from sparseconn.engine.progress import ProgressReporter
 from sparseconn.errors import CheckpointError, SparseconnError
-from sparseconn.fileio import append_jsonl
+from sparseconn.fileio import append_jsonl, truncate_jsonl
 from sparseconn.network import GraphNet
 from sparseconn.regularizers import REGULARISERS, RegContext
 from sparseconn.task import Task
@@ -169,6 +169,10 @@ class Trainer:
             scaler.load_state_dict(ckpt["scaler"])
             set_rng_state(ckpt["rng"])
             start, best = ckpt["epoch"] + 1, ckpt["best"]
+            if self.dist.is_main:  # a run killed between its log lines and its checkpoint re-runs that epoch
+                for log in ("metrics.jsonl", "connections.jsonl"):
+                    truncate_jsonl(self.run_dir / log,
+                                   lambda r: r.get("phase") != self.stage or r.get("epoch", -1) < start)
         model = DDP(net, device_ids=[self.dist.local_rank] if self.device.startswith("cuda") else None) \
             if self.dist.enabled else net
         bar = ProgressReporter(self.stage, cfg.epochs, enabled=self.progress and self.dist.is_main)

@@ -43,6 +43,7 @@ from sparseconn.viz.export import write_dot, write_graphml
 __all__ = ["draw_connections", "draw_pair", "save_figure", "write_dot", "write_graphml"]
 
 _ARROW = "-|>,head_length=0.35,head_width=0.18"
+STACK_RATIO = 1.4  # draw_pair stacks its panels when one is wider than this times its height
 
 
 def _curve(pos: L.Pos, src: Hashable, dst: Hashable, a: tuple, b: tuple) -> MPath:
@@ -204,20 +205,25 @@ def draw_pair(
     threshold: float = 1e-3,
     *,
     titles: tuple[str, str] | None = None,
-    stacked: bool = False,
+    stacked: bool | None = None,
 ) -> Figure:
     """The super network (a) and its derived child (b), side by side (or one above the other with
-    ``stacked=True``) as in Fig. 3; the child reuses the super layout so the stages line up."""
+    ``stacked=True``) as in Fig. 3; the child reuses the super layout so the stages line up.
+
+    ``stacked=None`` stacks the panels when one panel is much wider than tall (the paper's 17-stage
+    space): side by side, such a pair shrinks to half its size in a report column."""
     check_graph(super_graph)
     check_graph(child_graph)
     pos = L.compute_layout(super_graph)
     w, h = _plan(super_graph, weights, threshold, True, pos).figsize()
+    if stacked is None:
+        stacked = w > STACK_RATIO * h
     fig = Figure(figsize=(w, 2 * h) if stacked else (2 * w, h), layout="constrained")
     axes = fig.subplots(2, 1) if stacked else fig.subplots(1, 2)
     n_child = sum(1 for u, v in child_graph.edges if is_candidate(child_graph, u, v))
     n_super = sum(1 for u, v in super_graph.edges if is_candidate(super_graph, u, v))
     titles = titles or (f"(a) super network: {n_super} candidate connections",
-                        f"(b) derived child: {n_child} connections")
+                        f"(b) derived child: {n_child} connection{'' if n_child == 1 else 's'}")
     draw_connections(super_graph, weights, threshold=threshold, title=titles[0], ax=axes[0], pos=pos)
     keys = [edge_key(u, v) for u, v in child_graph.edges]
     child_weights = {k: weights[k] for k in keys if k in weights} if weights else None

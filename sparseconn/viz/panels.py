@@ -1,8 +1,10 @@
 """Phase-retrieval comparison panels in the style of the paper's Fig. 4.
 
 Top row: the input interferogram, the ground-truth phase and each model's phase, every phase on one
-colour scale ``[0, phase_range]``. Bottom row, under each model: its error map (output - truth) on
-one symmetric diverging scale shared by all models, so errors compare at a glance.
+colour scale: the truth's range (``scale="truth"``, so a sample of a few radians still uses the whole
+colour map) or ``[0, phase_range]`` (``scale="full"``, the same for every sample). Bottom row, under
+each model: its error map (output - truth) on one symmetric diverging scale shared by all models, so
+errors compare at a glance.
 
 Example::
 
@@ -45,6 +47,19 @@ def _error_limit(errors: list[np.ndarray]) -> float:
     return limit if limit > 0 else max(float(magnitudes.max()), 1e-6)
 
 
+def _phase_limits(truth: np.ndarray, phase_range: float, scale: str) -> tuple[float, float]:
+    """Colour limits of the phase maps: see the module docstring."""
+    if scale not in ("truth", "full"):
+        raise DataError(f"scale is {scale!r}: expected 'truth' or 'full'")
+    finite = truth[np.isfinite(truth)]
+    if scale == "full" or finite.size == 0:
+        return 0.0, phase_range
+    lo, hi = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
+    lo = min(lo, 0.0)
+    span = max(hi - lo, 0.05 * phase_range)  # a flat truth: do not blow its noise up to the full map
+    return lo, lo + span
+
+
 def phase_panels(
     interferogram: np.ndarray,
     truth: np.ndarray,
@@ -54,11 +69,13 @@ def phase_panels(
     title: str | None = None,
     scores: Mapping[str, str] | None = None,
     panel_size: float = 2.2,
+    scale: str = "truth",
 ) -> Figure:
     """Interferogram, truth and model outputs (row 1) with each model's error map (row 2).
 
     All arrays are 2-D; phases are in radians. ``scores`` maps a model name to a short string shown
     under its name (e.g. ``"36.7 dB · 0.12 rad"``). ``panel_size`` is the width of one panel in inches.
+    ``scale`` picks the phase colour limits: ``"truth"`` (the truth's range) or ``"full"`` (``[0, phase_range]``).
     """
     if phase_range <= 0:
         raise DataError(f"phase_range is {phase_range}: expected a positive range in radians")
@@ -81,7 +98,8 @@ def phase_panels(
     lo, hi = np.nanpercentile(holo, [0.5, 99.5]) if np.isfinite(holo).any() else (0.0, 1.0)
     axes[0, 0].imshow(holo, cmap=HOLO_CMAP, vmin=lo, vmax=hi if hi > lo else lo + 1.0)
     axes[0, 0].set_title("interferogram", fontsize=10)
-    phase_kw = {"cmap": PHASE_CMAP, "vmin": 0.0, "vmax": phase_range, "interpolation": "nearest"}
+    vmin, vmax = _phase_limits(truth_img, phase_range, scale)
+    phase_kw = {"cmap": PHASE_CMAP, "vmin": vmin, "vmax": vmax, "interpolation": "nearest"}
     phase_im = axes[0, 1].imshow(truth_img, **phase_kw)
     axes[0, 1].set_title("ground truth", fontsize=10)
     for j, (name, out) in enumerate(outs.items(), start=2):

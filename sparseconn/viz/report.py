@@ -1,8 +1,10 @@
 """Comparison reports: a Markdown file with linked pictures and a self-contained HTML page.
 
-A result is one dict per model: ``model``, ``psnr`` (dB), ``ssim`` (0-1), ``rmse`` (rad), ``params``
-(a count), ``macs`` (multiply-accumulates, a count), ``latency_ms``; any value may be ``None`` and is
-shown as "–". :func:`comparison_rows` adds ``speedup``: the slowest latency over each model's.
+A result is one dict per model: ``model``, the task's metrics (e.g. ``psnr`` in dB, ``ssim``, ``rmse``
+in rad, or ``miou``), ``connections``, ``params`` (a count), ``macs`` (multiply-accumulates, a count),
+``latency_ms``; any value may be ``None`` and is shown as "–". :func:`comparison_rows` adds
+``speedup``: the slowest latency over each model's. The metric columns are the ``metrics`` passed
+to :func:`write_report`, or else every other key of the rows, in order of first appearance.
 
 Example::
 
@@ -15,9 +17,10 @@ from __future__ import annotations
 import base64
 import html
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sparseconn.errors import DataError
 from sparseconn.fileio import atomic_write_text
@@ -52,39 +55,78 @@ def comparison_rows(results: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _fmt(fmt: str, scale: float = 1.0) -> Callable[[Any], str]:
+def _fmt(fmt: str, scale: float = 1.0, small: str | None = None) -> Callable[[Any], str]:
+    """A formatter of ``value / scale``; ``small`` is the format below 0.1 (so 9.3e3 params read 0.00926 M)."""
     def render(value: Any) -> str:
         number = _number(value)
-        return MISSING if number is None else format(number / scale, fmt)
+        if number is None:
+            return MISSING
+        number /= scale
+        return format(number, small if small is not None and 0 < abs(number) < 0.1 else fmt)
 
     return render
 
 
-# (header, key, formatter): the table shared by the Markdown and the HTML report.
-COLUMNS: list[tuple[str, str, Callable[[Any], str]]] = [
-    ("PSNR (dB)", "psnr", _fmt(".2f")),
-    ("SSIM", "ssim", _fmt(".3f")),
-    ("RMSE (rad)", "rmse", _fmt(".3f")),
-    ("params (M)", "params", _fmt(".2f", 1e6)),
-    ("MACs (G)", "macs", _fmt(".2f", 1e9)),
+def _speedup(value: Any) -> str:
+    number = _number(value)
+    return MISSING if number is None else f"{number:.1f}×"
+
+
+def _count(value: Any) -> str:
+    number = _number(value)
+    return MISSING if number is None else f"{number:.0f}"
+
+
+Column = tuple[str, str, Callable[[Any], str]]  # (header, key, formatter)
+
+# Headers and formats of metrics the built-in tasks report; any other metric is shown as its key, 4 digits.
+KNOWN_METRICS: dict[str, Column] = {
+    "psnr": ("PSNR (dB)", "psnr", _fmt(".2f")),
+    "ssim": ("SSIM", "ssim", _fmt(".3f")),
+    "rmse": ("RMSE (rad)", "rmse", _fmt(".3f")),
+    "rmse_rad": ("RMSE (rad)", "rmse_rad", _fmt(".3f")),
+    "mse": ("MSE", "mse", _fmt(".4g")),
+    "mae": ("MAE", "mae", _fmt(".4g")),
+    "miou": ("mIoU", "miou", _fmt(".3f")),
+    "pixel_acc": ("pixel acc.", "pixel_acc", _fmt(".3f")),
+}
+# The cost columns after the metrics; ``connections`` only when some row has a count.
+COST_COLUMNS: list[Column] = [
+    ("connections", "connections", _count),
+    ("params (M)", "params", _fmt(".2f", 1e6, ".3g")),
+    ("MACs (G)", "macs", _fmt(".2f", 1e9, ".3g")),
     ("latency (ms)", "latency_ms", _fmt(".1f")),
-    ("speed-up", "speedup", lambda v: MISSING if _number(v) is None else f"{_number(v):.1f}×"),
+    ("speed-up", "speedup", _speedup),
 ]
+_NOT_METRICS = {"model", "speedup"} | {key for _, key, _ in COST_COLUMNS}
 
 
-def _cells(row: Mapping[str, Any]) -> list[str]:
-    return [str(row.get("model", MISSING))] + [render(row.get(key)) for _, key, render in COLUMNS]
+def columns(rows: list[Mapping[str, Any]], metrics: Sequence[str] | None = None) -> list[Column]:
+    """The table's columns after ``model``: the metrics, then connections (if any row has one), params,
+    MACs, latency and speed-up. ``metrics=None`` takes every key that is not one of those, in order."""
+    if metrics is None:
+        metrics = list(dict.fromkeys(k for r in rows for k in r if k not in _NOT_METRICS))
+    cols = [KNOWN_METRICS.get(str(m).lower(), (str(m), m, _fmt(".4g"))) for m in metrics]
+    cols = [(header, m, render) for (header, _, render), m in zip(cols, metrics, strict=True)]
+    for col in COST_COLUMNS:
+        if col[1] != "connections" or any(_number(r.get("connections")) is not None for r in rows):
+            cols.append(col)
+    return cols
 
 
-def _markdown(title, rows, images, out_dir, config_text, notes) -> str:
-    header = ["model"] + [h for h, _, _ in COLUMNS]
+def _cells(row: Mapping[str, Any], cols: list[Column]) -> list[str]:
+    return [str(row.get("model", MISSING))] + [render(row.get(key)) for _, key, render in cols]
+
+
+def _markdown(title, rows, cols, images, out_dir, config_text, notes) -> str:
+    header = ["model"] + [h for h, _, _ in cols]
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows:
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row)) + " |")
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row, cols)) + " |")
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
     for caption, path in images.items():
-        rel = Path(os.path.relpath(Path(path).resolve(), out_dir.resolve())).as_posix()
+        rel = quote(Path(os.path.relpath(Path(path).resolve(), out_dir.resolve())).as_posix())
         lines += ["", f"## {caption}", "", f"![{caption}]({rel})"]
     lines += ["", "## configuration", "", "```yaml", config_text.rstrip("\n"), "```", ""]
     return "\n".join(lines)
@@ -96,10 +138,10 @@ td{text-align:right}td:first-child{text-align:left}th{background:#f3f3f3}
 img{max-width:100%;border:1px solid #eee}pre{background:#f6f6f6;padding:1em;overflow-x:auto}"""
 
 
-def _html(title, rows, images, config_text, notes) -> str:
+def _html(title, rows, cols, images, config_text, notes) -> str:
     esc = html.escape
-    header = "".join(f"<th>{esc(h)}</th>" for h in ["model"] + [h for h, _, _ in COLUMNS])
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in _cells(r)) + "</tr>\n" for r in rows)
+    header = "".join(f"<th>{esc(h)}</th>" for h in ["model"] + [h for h, _, _ in cols])
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in _cells(r, cols)) + "</tr>\n" for r in rows)
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>",
              f"<style>{_CSS}</style></head><body>", f"<h1>{esc(title)}</h1>",
              f"<table><thead><tr>{header}</tr></thead><tbody>\n{body}</tbody></table>"]
@@ -120,10 +162,16 @@ def write_report(
     config_text: str,
     title: str = "sparseconn report",
     notes: list[str] | None = None,
+    metrics: Sequence[str] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``report.md`` (images linked relative to ``out_dir``) and a self-contained ``report.html``
     (images inlined as base64) into ``out_dir``; returns both paths. ``images`` maps a caption to a
-    picture file; ``rows`` without ``speedup`` go through :func:`comparison_rows` first."""
+    picture file; ``rows`` without ``speedup`` go through :func:`comparison_rows` first; ``metrics``
+    names the metric columns (see :func:`columns`).
+
+    Both texts are built before either file is written, and each file is written atomically: a
+    failure (a missing picture, a bad row) leaves any earlier report untouched.
+    """
     out = Path(out_dir)
     for caption, path in images.items():
         if not Path(path).is_file():
@@ -131,6 +179,9 @@ def write_report(
     if any("speedup" not in r for r in rows):
         rows = comparison_rows(list(rows))
     notes = list(notes or [])
-    md = atomic_write_text(out / "report.md", _markdown(title, rows, images, out, config_text, notes))
-    page = atomic_write_text(out / "report.html", _html(title, rows, images, config_text, notes))
+    cols = columns(rows, metrics)
+    md_text = _markdown(title, rows, cols, images, out, config_text, notes)
+    html_text = _html(title, rows, cols, images, config_text, notes)
+    md = atomic_write_text(out / "report.md", md_text)
+    page = atomic_write_text(out / "report.html", html_text)
     return md, page

@@ -1,7 +1,8 @@
 """Connection-weight trajectories during the search, read from a run's ``connections.jsonl``.
 
 Each line of that file is one epoch: ``{"epoch": 3, "phase": "search", "weights": {"E1->D1": 0.5, ...}}``.
-A torn last line (a run killed mid-write) is ignored.
+A torn last line (a run killed mid-write) is ignored; an epoch logged twice (a resumed run) is drawn once,
+from its last record.
 
 Example::
 
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from sparseconn.errors import DataError
 from sparseconn.fileio import read_jsonl
@@ -60,7 +62,11 @@ def _series(records: list[dict[str, Any]]) -> tuple[np.ndarray, dict[str, np.nda
     records = [r for r in records if isinstance(r.get("weights"), dict)]
     if not records:
         raise DataError("no records with a 'weights' dict: expected the lines of connections.jsonl")
-    epochs = np.array([float(r.get("epoch", i)) for i, r in enumerate(records)])
+    # A run killed after logging an epoch but before its checkpoint logs that epoch again on resume:
+    # the later record wins, so the line does not double back.
+    by_epoch = {float(r.get("epoch", i)): r for i, r in enumerate(records)}
+    epochs = np.array(sorted(by_epoch))
+    records = [by_epoch[e] for e in epochs]
     names = sorted({k for r in records for k in r["weights"]})
     series = {
         k: np.array([float(r["weights"].get(k, np.nan)) for r in records], dtype=float) for k in names
@@ -92,21 +98,26 @@ def plot_trajectories(
     fig = Figure(figsize=(7.5, 4.6), layout="constrained")
     ax = fig.add_subplot()
     floor = threshold / 100 if log else None
+    markers = len(epochs) <= 12  # few epochs: dots show where the records are
     # Pruned lines first and thin, so the kept ones read on top of them.
     for names, color, lw, alpha, z in ((pruned_names, PRUNED_COLOR, 0.8, 0.45, 2),
                                        (kept_names, KEPT_COLOR, 1.2, 0.8, 3)):
         for k in names:
             y = series[k] if floor is None else np.maximum(series[k], floor)
             ax.plot(epochs, y, color=color, lw=lw, alpha=alpha, zorder=z,
-                    marker="o" if len(epochs) <= 12 else None, ms=2.5)
+                    marker="o" if markers else None, ms=2.5)
     ax.axhline(threshold, color="black", lw=1.0, linestyle="--", zorder=4)
 
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("connection weight" + (" (log scale)" if log else ""))
-    if len(epochs) > 1:
-        ax.set_xlim(epochs.min(), epochs.max())
+    if len(epochs) > 1 and epochs.max() > epochs.min():
+        pad = 0.02 * (epochs.max() - epochs.min()) if markers else 0.0  # room for the end markers
+        ax.set_xlim(epochs.min() - pad, epochs.max() + pad)
+    else:  # one epoch: a window around it, not matplotlib's ±0.05 of an epoch
+        ax.set_xlim(epochs.min() - 0.5, epochs.min() + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, which="major", alpha=0.25)
     default = f"connection weights: {len(kept_names)} kept, {len(pruned_names)} pruned"
     ax.set_title(title or default, fontsize=11)
@@ -115,7 +126,7 @@ def plot_trajectories(
         Line2D([], [], color=PRUNED_COLOR, lw=1.6, label=f"pruned ({len(pruned_names)})"),
         Line2D([], [], color="black", lw=1.0, linestyle="--", label=f"threshold {threshold:g}"),
     ]
-    if floor is not None:
+    if floor is not None and any(np.nanmin(series[k]) < floor for k in series if np.any(~np.isnan(series[k]))):
         handles.append(Line2D([], [], linestyle="none", label=f"w < {floor:g} drawn at {floor:g}"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
     return fig
