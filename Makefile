@@ -15,7 +15,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/sparseconn pipeline tasks/phase_retrieval.yaml --out runs/demo
+	$(BIN)/sparseconn pipeline tasks/phase_retrieval.yaml --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

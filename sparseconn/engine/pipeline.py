@@ -38,5 +38,7 @@ def pipeline(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOpt
         result = evaluate(out, opts, latency_size=latency_size)
         summary["evaluation"] = result["rows"]
         summary["device"] = result["device"]
+        summary["test_items"] = result["test_items"]
+        summary["latency_size"] = result["latency_size"]
         atomic_write_json(out / "summary.json", summary)
     return summary
