@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from sparseconn.errors import DataError
 from tasks.phase_retrieval.classical import find_sideband
-from tasks.phase_retrieval.imageio_ import IMAGE_SUFFIXES, PHASE_SUFFIXES, index_images, read_image
+from tasks.phase_retrieval.imageio_ import IMAGE_SUFFIXES, PHASE_SUFFIXES, image_size, index_images, read_image
 from tasks.phase_retrieval.simulate import SimConfig, simulate
 
 SPLITS = ("train", "val", "test")
@@ -172,6 +172,10 @@ class PhaseFolderDataset(Dataset):
             raise DataError(f"{phase_dir / (missing[0] + '.tif')}: phase map not found for interferogram "
                             f"{holos[missing[0]]} ({len(missing)} missing in split {split!r})")
         self.pairs = [(holos[n], phases[n]) for n in self.names]
+        for holo_path, phase_path in self.pairs:  # headers only: a bad pair fails now, not mid-training
+            a, b = image_size(holo_path), image_size(phase_path)
+            if a is not None and b is not None and a != b:
+                raise DataError(f"{holo_path}: size {a[1]}x{a[0]} differs from {phase_path} ({b[1]}x{b[0]})")
         meta = read_meta(self.root)
         self.phase_range = float(phase_range if phase_range is not None
                                  else meta.get("phase_range", DEFAULT_PHASE_RANGE))

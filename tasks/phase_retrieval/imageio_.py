@@ -99,6 +99,25 @@ def read_image(path: str | os.PathLike[str], *, integer_ok: bool = True) -> np.n
     return arr
 
 
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(H, W) of a one-channel image from its header, without reading the pixels; None when the header
+    does not tell (unreadable or multi-channel files: :func:`read_image` reports those properly)."""
+    p = Path(path)
+    try:
+        if p.suffix.lower() == ".png":
+            with Image.open(p) as img:
+                return (img.size[1], img.size[0]) if len(img.getbands()) == 1 else None
+        if p.suffix.lower() == ".npy":
+            shape = np.load(p, mmap_mode="r", allow_pickle=False).shape
+        else:
+            with tifffile.TiffFile(p) as tif:
+                shape = tif.series[0].shape
+    except Exception:  # a corrupt header is read_image's to report, with the file's name
+        return None
+    dims = [d for d in shape if d != 1]
+    return (int(dims[0]), int(dims[1])) if len(dims) == 2 else None
+
+
 def write_tiff(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     """Write (H, W) ``image`` as a float32 TIFF atomically (temporary file, then rename)."""
     target = Path(path)
