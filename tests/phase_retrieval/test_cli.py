@@ -157,3 +157,14 @@ def test_search_prune_train_evaluate_infer_export(searched, tmp_path: Path) -> N
     assert r.exit_code == 0, r.output
     scripted = torch.jit.load(str(tmp_path / "m.pt"))
     assert scripted(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+
+
+def test_shipped_config_fast_dev_run_search_on_synthetic_data(tmp_path: Path) -> None:
+    """The exact smoke command of the README: the built-in default (holograms simulated on the fly)."""
+    run = tmp_path / "R"
+    r = invoke("search", CONFIG, "--fast-dev-run", "--out", run, "--device", "cpu", "--quiet")
+    assert r.exit_code == 0, r.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best"]["metric"] == "psnr" and np.isfinite(summary["best"]["value"])
+    weights = json.loads((run / "connections.jsonl").read_text().splitlines()[-1])["weights"]
+    assert len(weights) == 100 and all(0.0 <= w <= 1.0 for w in weights.values())
