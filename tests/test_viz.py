@@ -197,6 +197,9 @@ def test_trajectories_from_a_torn_log(tmp_path):
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels[:2] == ["kept (1)", "pruned (4)"]
     check_png(save_figure(fig, tmp_path / "traj_log.png", dpi=DPI), tuple(fig.get_size_inches()))
+    fig = plot_trajectories(records, mark_epoch=3)
+    assert "pruned at epoch 3" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(list(line.get_xdata()) == [3, 3] for line in fig.axes[0].get_lines())  # the vertical line
 
 
 def test_trajectories_of_a_resumed_run_draw_each_epoch_once(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from sparseconn.engine.inference import pad_to_multiple, predict
+from sparseconn.engine.inference import max_stride, pad_to_multiple, predict
 from sparseconn.engine.runs import RunOptions, load_model, make_task
 from sparseconn.errors import DataError, SparseconnError
 from sparseconn.fileio import atomic_path
@@ -49,7 +49,7 @@ def export(model: Path, fmt: str, out: Path, size: tuple[int, int] = (256, 256))
     """Export the model for inputs of ``size`` (padded to the network stride) as ONNX or TorchScript."""
     lm = load_model(model)
     net = lm.net.cpu().eval()
-    x, _ = pad_to_multiple(torch.randn(1, lm.cfg.space.in_channels, *size), 32)
+    x, _ = pad_to_multiple(torch.randn(1, lm.cfg.space.in_channels, *size), max_stride(net))
     out = Path(out)
     if fmt == "torchscript":
         with warnings.catch_warnings():

@@ -83,6 +83,29 @@ def _run_threshold(run: Path) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 1e-3
 
 
+def _pruned_epoch(run: Path) -> int | None:
+    """The search epoch whose weights ``prune`` used: the best (or last) epoch from the search summary."""
+    import json
+
+    for name in ("search_summary.json", "summary.json"):  # a pipeline folder, a search folder
+        path = run / name
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except (OSError, ValueError):
+            continue
+        if not isinstance(summary, dict) or summary.get("stage") != "search":
+            continue
+        prune = read_yaml(run / CONFIG_FILE).get("prune") if (run / CONFIG_FILE).is_file() else None
+        which = prune.get("checkpoint", "best") if isinstance(prune, dict) else "best"
+        if which == "last":
+            epochs = summary.get("epochs")
+            return int(epochs) - 1 if isinstance(epochs, int) else None
+        best = summary.get("best")
+        epoch = best.get("epoch") if isinstance(best, dict) else None
+        return int(epoch) if isinstance(epoch, int) else None
+    return None
+
+
 def _run_jobs(run: Path, formats: tuple[str, ...]) -> dict[str, Job]:
     """A run folder: the pair and the child (when it has ``architecture.json``; a search run without
     one: the candidates with their last weights) and the weight trajectories."""
@@ -107,10 +130,11 @@ def _run_jobs(run: Path, formats: tuple[str, ...]) -> dict[str, Job]:
                                          title=f"connection weights after epoch {epoch} (w ≥ {threshold:g} kept)"),
                 space.graph, last, formats, threshold))
     log = threshold <= LOG_SCALE_BELOW
+    mark = _pruned_epoch(run) if kept is not None else None
     for fmt in formats:
         if fmt in FIGURE_FORMATS:
             jobs[f"trajectories.{fmt}"] = lambda p: _save(plot_trajectories(records, threshold=threshold,
-                                                                            kept=kept, log=log), p)
+                                                                            kept=kept, log=log, mark_epoch=mark), p)
     return jobs
 
 

@@ -81,12 +81,14 @@ def plot_trajectories(
     kept: set[str] | None = None,
     title: str | None = None,
     log: bool = False,
+    mark_epoch: int | None = None,
 ) -> Figure:
     """Every connection's weight against the epoch; kept connections blue, pruned ones orange.
 
     ``kept`` names the connections of the derived architecture; when ``None`` a connection is kept if
     its final weight is ≥ ``threshold``. The threshold is a dashed line. With ``log=True`` the y axis
-    is logarithmic and weights are floored at ``threshold / 100`` so zeros stay visible.
+    is logarithmic and weights are floored at ``threshold / 100`` so zeros stay visible. ``mark_epoch``
+    draws a dotted vertical line at the epoch whose weights were pruned (e.g. the best checkpoint's).
     """
     epochs, series = _series(records)
     finals = {k: v[~np.isnan(v)][-1] if np.any(~np.isnan(v)) else np.nan for k, v in series.items()}
@@ -107,6 +109,8 @@ def plot_trajectories(
             ax.plot(epochs, y, color=color, lw=lw, alpha=alpha, zorder=z,
                     marker="o" if markers else None, ms=2.5)
     ax.axhline(threshold, color="black", lw=1.0, linestyle="--", zorder=4)
+    if mark_epoch is not None:
+        ax.axvline(mark_epoch, color="0.35", lw=1.0, linestyle=":", zorder=4)
 
     if log:
         ax.set_yscale("log")
@@ -126,6 +130,8 @@ def plot_trajectories(
         Line2D([], [], color=PRUNED_COLOR, lw=1.6, label=f"pruned ({len(pruned_names)})"),
         Line2D([], [], color="black", lw=1.0, linestyle="--", label=f"threshold {threshold:g}"),
     ]
+    if mark_epoch is not None:
+        handles.append(Line2D([], [], color="0.35", lw=1.0, linestyle=":", label=f"pruned at epoch {mark_epoch}"))
     if floor is not None and any(np.nanmin(series[k]) < floor for k in series if np.any(~np.isnan(series[k]))):
         handles.append(Line2D([], [], linestyle="none", label=f"w < {floor:g} drawn at {floor:g}"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
