@@ -156,7 +156,14 @@ def test_search_prune_train_evaluate_infer_export(searched, tmp_path: Path) -> N
     r = invoke("export", child, "--format", "torchscript", "--out", tmp_path / "m.pt", "--size", "64", "64")
     assert r.exit_code == 0, r.output
     scripted = torch.jit.load(str(tmp_path / "m.pt"))
-    assert scripted(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+    x = torch.rand(1, 1, 64, 64)
+    assert scripted(x).shape == (1, 1, 64, 64)
+
+    ort = pytest.importorskip("onnxruntime")
+    r = invoke("export", child, "--format", "onnx", "--out", tmp_path / "m.onnx", "--size", "64", "64")
+    assert r.exit_code == 0, r.output
+    y = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(y, scripted(x).detach().numpy(), atol=1e-4)
 
 
 def test_shipped_config_fast_dev_run_search_on_synthetic_data(tmp_path: Path) -> None:
