@@ -333,3 +333,16 @@ def test_report_writing_is_atomic(run, tmp_path, monkeypatch):
     md, page = write_report(tmp_path, rows, {"weights": image}, "seed: 0\n", metrics=["mse"])
     assert "| child | 0.01 | – | – | 3.0 | 1.0× |" in md.read_text(encoding="utf-8")
     assert sorted(snapshot(tmp_path)) == ["report.html", "report.md"]
+
+
+def test_a_damaged_supernet_checkpoint_is_reported_not_hidden(run, tmp_path):
+    copy = tmp_path / "R"
+    shutil.copytree(run, copy)
+    ckpt = copy / "checkpoints" / "search_best.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    result = CliRunner().invoke(app, ["evaluate", str(copy), "--device", "cpu", "--no-latency"])
+    assert result.exit_code == 0, result.output
+    assert "warning: the supernet row is missing" in result.output and "search_best.pt" in result.output
+    evaluation = json.loads((copy / "evaluation.json").read_text())
+    assert [row["model"] for row in evaluation["rows"]] == ["child"]
+    assert evaluation["warnings"] and "search_best.pt" in evaluation["warnings"][0]

@@ -78,6 +78,8 @@ def evaluate_cmd(run: Path = typer.Argument(..., help="A run folder or checkpoin
     from sparseconn.engine.evaluate import evaluate
 
     result = evaluate(run, run_options(device, False, True), latency=not no_latency, latency_size=size)
+    for note in result.get("warnings", []):
+        typer.echo(f"warning: {note}", err=True)
     _print_rows(result, as_json)
 
 

@@ -56,12 +56,13 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
     ecfg = cfg.evaluate
     size = tuple(latency_size or ecfg.latency_size)
     models: dict[str, LoadedModel] = {task.display_names.get(lm.kind, lm.kind): lm}
-    if lm.kind == "child" and run.is_dir():
-        try:
+    notes: list[str] = []
+    if lm.kind == "child" and run.is_dir() and (run / "checkpoints" / "search_best.pt").is_file():
+        try:  # a pipeline folder: its searched supernet gets a row too
             sup = load_model(find_checkpoint(run, "best", kind="supernet"))
             models = {task.display_names["supernet"]: sup, **models}
-        except CheckpointError:
-            pass
+        except CheckpointError as exc:  # a damaged supernet checkpoint must not hide the child's result
+            notes.append(f"the supernet row is missing: {exc}")
     test = task.datasets(cfg.seed)["test"]
     loader = DataLoader(test, batch_size=1)
     device = opts.device
@@ -97,7 +98,8 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
         scores[r["model"]] = " ".join(f"{k.upper()} {_short(r[k])}" for k in task.metric_names[:2] if k in r)
     # a checkpoint inside a run folder reports into that folder (beside its logs and architecture)
     base = run if run.is_dir() else (run.parent.parent if run.parent.name == "checkpoints" else run.parent)
-    result = {"device": device, "latency_size": list(size), "test_items": len(test), "rows": rows}
+    result = {"device": device, "latency_size": list(size), "test_items": len(test), "rows": rows,
+              "warnings": notes}
     atomic_write_json(base / "evaluation.json", result)
     if report and first is not None:
         from sparseconn.engine.report import write_run_report
