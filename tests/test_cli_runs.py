@@ -351,6 +351,19 @@ def test_a_truncated_checkpoint(search_run, odd_input, tmp_path):
         refused(*args, names=(best, "truncated"), untouched=(run,), absent=(out,))
 
 
+def test_a_checkpoint_with_corrupted_weights(search_run, odd_input, tmp_path):
+    """Bytes changed inside the tensor data load without any error from torch; the checksum catches it."""
+    run = copy_run(search_run, tmp_path / "R_corrupt")
+    best = run / "checkpoints/best.pt"
+    data = torch.load(best, weights_only=True)
+    name = next(k for k, v in data["model"].items() if v.is_floating_point() and v.numel() > 1)
+    data["model"][name].view(-1)[0] += 1.0  # one weight changed, the stored digest kept
+    torch.save(data, best)
+    out = tmp_path / "never"
+    for args in (("evaluate", run, "--device", "cpu"), ("infer", best, odd_input, "--out", out, "--device", "cpu")):
+        refused(*args, names=(best, "checksum"), untouched=(run,), absent=(out,))
+
+
 class _Payload:
     """Unpickling this would create ``marker``: a checkpoint loader must never run it."""
 

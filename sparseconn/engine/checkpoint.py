@@ -32,6 +32,17 @@ def fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and bytes: catches silent corruption of the
+    weights (torch's zip container does not check the tensor data it reads)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
 def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {
@@ -62,6 +73,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (tensors and plain data) atomically."""
     data = {"format": FORMAT, "version": VERSION, **payload}
+    if isinstance(payload.get("model"), dict):
+        data["model_digest"] = state_digest(payload["model"])
     with atomic_path(path) as tmp:
         torch.save(data, tmp)
     return Path(path)
@@ -102,6 +115,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     model = data.get("model")
     if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
         raise CheckpointError(f"{p} is damaged: it holds no model state")
+    digest = data.get("model_digest")
+    if digest is not None and digest != state_digest(model):
+        raise CheckpointError(f"{p} is damaged: its model weights do not match their SHA-256 checksum")
     return data
 
 
