@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -28,8 +29,10 @@ def _root() -> None:
 
 
 def fail(message: str) -> typer.Exit:
-    """Print one line to stderr and return the exit-2 exception to raise."""
-    typer.echo(f"error: {message}", err=True)
+    """Print one line to stderr and return the exit-2 exception to raise (under torchrun only rank 0
+    prints: every rank meets the same bad input)."""
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(f"error: {message}", err=True)
     return typer.Exit(2)
 
 
