@@ -13,6 +13,10 @@ Example::
         def datasets(self, seed): return {"train": ..., "val": ..., "test": ...}
         def loss(self, output, batch): ...
         def metrics(self, output, batch): return {"miou": ...}
+
+Metrics are summed over a split through :meth:`Task.metric_sums` / :meth:`Task.reduce_metrics`; the
+default averages :meth:`Task.metrics` over samples, a task with a dataset-level metric (mIoU from a
+confusion matrix) overrides the pair.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from pydantic import BaseModel, ConfigDict
 from torch.utils.data import Dataset
 
 from sparseconn.registry import Registry, make_register
+
+COUNT = "_count"
+"""Key of the sample count in the default :meth:`Task.metric_sums`."""
 
 
 class TaskConfig(BaseModel):
@@ -60,6 +67,21 @@ class Task:
     def metrics(self, output: torch.Tensor, batch: dict[str, Any]) -> dict[str, float]:
         """Per-batch means of the task's metrics (averaged over batches by sample count)."""
         raise NotImplementedError  # abstract
+
+    def metric_sums(self, output: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Additive statistics of one batch, summed over batches (and DDP ranks) before
+        :meth:`reduce_metrics`. Override both for metrics that are not means of per-batch values,
+        e.g. mIoU from a summed (K, K) confusion matrix. Default: :meth:`metrics` weighted by batch size.
+        """
+        b = float(batch["input"].shape[0])
+        sums = {k: torch.tensor(float(v) * b, dtype=torch.float64) for k, v in self.metrics(output, batch).items()}
+        sums[COUNT] = torch.tensor(b, dtype=torch.float64)
+        return sums
+
+    def reduce_metrics(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Metrics of a whole split from the summed :meth:`metric_sums` (default: sample-weighted means)."""
+        n = float(sums[COUNT]) if COUNT in sums else 0.0
+        return {k: float(v) / n for k, v in sums.items() if k != COUNT} if n > 0 else {}
 
     def read_input(self, path: Path) -> np.ndarray:
         """One input for ``sparseconn infer``: (C, H, W) float32."""

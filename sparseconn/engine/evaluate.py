@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from sparseconn.engine.inference import predict
+from sparseconn.engine.metrics import MetricAccumulator
 from sparseconn.engine.runs import LoadedModel, RunOptions, find_checkpoint, load_model, make_task
 from sparseconn.errors import CheckpointError
 from sparseconn.fileio import atomic_write_json
@@ -20,20 +21,16 @@ from sparseconn.task import Task
 
 
 def _metrics(task: Task, loader: DataLoader, run_one, limit: int | None) -> tuple[dict[str, float], dict, dict]:
-    sums: dict[str, float] = {}
-    n = 0
+    acc = MetricAccumulator(task)
     first_batch, first_out = None, None
     for i, batch in enumerate(loader):
         if limit is not None and i >= limit:
             break
         out = run_one(batch["input"])
-        vals = task.metrics(out, batch)
-        for k, v in vals.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        n += 1
+        acc.add(out, batch)
         if first_batch is None:
             first_batch, first_out = batch, out
-    return {k: v / max(n, 1) for k, v in sums.items()}, first_batch, first_out
+    return acc.result(), first_batch, first_out
 
 
 def _short(v: float) -> str:

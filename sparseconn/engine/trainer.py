@@ -25,6 +25,7 @@ from sparseconn.engine.checkpoint import (
 from sparseconn.engine.config import TrainConfig
 from sparseconn.engine.distributed import DistInfo, all_reduce_sum, assert_same_on_all_ranks
 from sparseconn.engine.inference import amp_dtype, autocast, predict
+from sparseconn.engine.metrics import MetricAccumulator
 from sparseconn.engine.optim import make_optimizer, make_scheduler, weight_groups
 from sparseconn.engine.progress import ProgressReporter
 from sparseconn.errors import CheckpointError, SparseconnError
@@ -81,23 +82,15 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, loader: DataLoader, limit: int | None = None) -> dict[str, float]:
         self.net.eval()
-        sums: dict[str, float] = {}
-        n = 0
+        acc = MetricAccumulator(self.task)
         amp = amp_dtype(self.cfg.amp, self.device)
         for i, batch in enumerate(loader):
             if limit is not None and i >= limit:
                 break
             batch = self._to(batch)
             out = predict(self.net, batch["input"], amp=amp)
-            vals = {"loss": float(self.task.loss(out, batch)), **self.task.metrics(out, batch)}
-            b = batch["input"].shape[0]
-            for k, v in vals.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * b
-            n += b
-        keys = sorted(sums)
-        t = torch.tensor([sums[k] for k in keys] + [n], dtype=torch.float64, device=self.device)
-        t = all_reduce_sum(t, self.dist)
-        return {k: (t[i] / t[-1]).item() for i, k in enumerate(keys)} if t[-1] > 0 else {}
+            acc.add(out, batch, {"loss": float(self.task.loss(out, batch))})
+        return acc.result(self.dist, self.device)  # summed over ranks: every rank gets the same numbers
 
     @torch.no_grad()
     def recalibrate_bn(self, loader: DataLoader, batches: int, dtype: torch.dtype | None = None) -> None:
