@@ -50,6 +50,10 @@ class Task:
     metric_names: ClassVar[tuple[str, ...]] = ()
     fast_dev_run: ClassVar[dict[str, Any]] = {}
     """``task.*`` overrides (dotted keys below ``task``) that shrink the data for ``--fast-dev-run``."""
+    input_suffixes: ClassVar[tuple[str, ...]] = (".tif", ".tiff", ".png", ".npy")
+    """File types ``infer`` picks up from a folder (lower case)."""
+    metric_labels: ClassVar[dict[str, str]] = {}
+    """How reports print metric names (e.g. ``{"miou": "mIoU"}``); unlisted names print as they are."""
     display_names: ClassVar[dict[str, str]] = {"supernet": "supernet", "child": "child"}
     """How reports name the searched supernet and its derived child."""
 
@@ -88,7 +92,9 @@ class Task:
         raise NotImplementedError  # abstract
 
     def write_output(self, output: np.ndarray, path: Path) -> Path:
-        """Write one prediction (C, H, W) for ``sparseconn infer``; returns the path written."""
+        """Write one prediction (C, H, W) for ``sparseconn infer``. ``path`` is the input's file name in the
+        output folder; the task replaces its suffix with its own (``path.with_suffix(".tif")``) and
+        returns the path written."""
         raise NotImplementedError  # abstract
 
     def baselines(self) -> dict[str, Callable[[np.ndarray], np.ndarray]]:

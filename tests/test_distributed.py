@@ -29,7 +29,7 @@ def test_two_process_search_keeps_weights_identical(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "sparseconn",
            "search", str(cfg), "--out", str(out), "--device", "cpu", "--quiet"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 0, f"stdout:\n{res.stdout[-2000:]}\nstderr:\n{res.stderr[-4000:]}"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2
     lines = (out / "metrics.jsonl").read_text().splitlines()

@@ -21,7 +21,10 @@ def test_super_prnet_params_and_macs_near_table_1():
 
 
 def test_sparsemask_voc_child_has_056m_decoder_and_head_params():
-    cfg = load_space_config("tasks/segmentation.yaml")
+    # The VOC config (21 classes); tasks/segmentation.yaml has the same space with a 6-class head.
+    cfg = load_space_config("tasks/segmentation_voc.yaml")
+    assert cfg.head.params["num_classes"] == 21
+    assert cfg.model_dump(exclude={"head"}) == load_space_config("tasks/segmentation.yaml").model_dump(exclude={"head"})
     space = SearchSpace(cfg)
     assert len(space.candidates) == 90
     # The published VOC architecture: 15 connections.

@@ -13,16 +13,14 @@ from sparseconn.engine.runs import RunOptions, load_model, make_task
 from sparseconn.errors import DataError, SparseconnError
 from sparseconn.fileio import atomic_path
 
-INPUT_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 
-
-def _expand(inputs: list[Path]) -> list[Path]:
+def _expand(inputs: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, inputs):
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in INPUT_SUFFIXES)
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in suffixes and not q.name.startswith("."))
             if not found:
-                raise DataError(f"{p} holds no {', '.join(INPUT_SUFFIXES)} files")
+                raise DataError(f"{p} holds no {', '.join(suffixes)} files")
             files += found
         elif p.is_file():
             files.append(p)
@@ -33,15 +31,15 @@ def _expand(inputs: list[Path]) -> list[Path]:
 
 def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOptions()) -> list[Path]:
     """Predict every input (files or folders) and write one output file each into ``out``."""
-    files = _expand(inputs)  # check every input before any work
     lm = load_model(model)
     task = make_task(lm.cfg, lm.task_cfg)
+    files = _expand(inputs, task.input_suffixes)  # check every input before any work
     arrays = [task.read_input(f) for f in files]
     net = lm.net.to(opts.device).eval()
     written = []
     for f, x in zip(files, arrays, strict=True):
         y = predict(net, torch.from_numpy(x)[None].to(opts.device))[0].cpu().numpy()
-        written.append(task.write_output(y, Path(out) / f"{f.stem}.tif"))
+        written.append(task.write_output(y, Path(out) / f.name))  # the task swaps in its file type
     return written
 
 

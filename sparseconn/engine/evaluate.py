@@ -92,7 +92,8 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
             rows.append(row)
             outputs[name] = out[0].numpy()
     for r in rows:
-        scores[r["model"]] = " ".join(f"{k.upper()} {_short(r[k])}" for k in task.metric_names[:2] if k in r)
+        scores[r["model"]] = " ".join(f"{task.metric_labels.get(k, k)} {_short(r[k])}"
+                                      for k in task.metric_names[:2] if k in r)
     # a checkpoint inside a run folder reports into that folder (beside its logs and architecture)
     base = run if run.is_dir() else (run.parent.parent if run.parent.name == "checkpoints" else run.parent)
     result = {"device": device, "latency_size": list(size), "test_items": len(test), "rows": rows,

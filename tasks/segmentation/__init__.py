@@ -1,5 +1,9 @@
-"""SparseMask's semantic-segmentation task (plugs into sparseconn through the plugin entry point)."""
+"""SparseMask's semantic-segmentation task (plugs into sparseconn through the plugin entry point).
+
+Importing the package registers the ``segmentation`` head and the ``segmentation`` task.
+"""
 
 from tasks.segmentation.heads import SegmentationHead
+from tasks.segmentation.task import SegmentationConfig, SegmentationTask
 
-__all__ = ["SegmentationHead"]
+__all__ = ["SegmentationConfig", "SegmentationHead", "SegmentationTask"]

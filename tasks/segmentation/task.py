@@ -1,0 +1,207 @@
+"""The ``segmentation`` task: SparseMask's semantic segmentation (cross-entropy, mIoU), on synthetic
+shapes (no download) or PASCAL VOC.
+
+Configured by the ``task:`` section of a run config (see ``tasks/segmentation.yaml``)::
+
+    task:
+      name: segmentation
+      data:
+        source: synthetic          # or voc (root: data/VOC2012, in the layout of tasks/segmentation/data.py)
+        num_classes: 6             # must equal space.head.params.num_classes (VOC: 21)
+        size: 64                   # synthetic only: image side in px
+      loss: {ignore_index: 255}
+
+Network outputs are class logits (B, K, H, W); targets are (B, H, W) int64 with 255 = not scored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch.utils.data import Dataset
+
+from sparseconn.errors import ConfigError
+from sparseconn.fileio import atomic_path
+from sparseconn.task import Task, TaskConfig, register_task
+from tasks.segmentation.data import (
+    IGNORE,
+    SyntheticShapesDataset,
+    VOCSegmentationDataset,
+    denormalise,
+    normalise,
+    read_rgb,
+    voc_palette,
+)
+from tasks.segmentation.metrics import confusion_matrix, mean_iou, pixel_accuracy
+
+# Seed streams of the synthetic splits: validation and test depend on ``data.seed`` only, so runs
+# with different ``--seed`` are scored on the same images; training items follow the run seed.
+_VAL_STREAM, _TEST_STREAM = 1_000_003, 2_000_003
+CONFUSION = "confusion"
+"""Key of the summed (K, K) confusion matrix in :meth:`SegmentationTask.metric_sums`."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class DataConfig(_Strict):
+    source: Literal["synthetic", "voc"] = "synthetic"
+    """``synthetic``: shapes on a cluttered background, made on the fly; ``voc``: PASCAL VOC in ``root``."""
+    root: Path | None = None
+    """VOC folder (``JPEGImages/``, ``SegmentationClass/``, ``ImageSets/Segmentation/``); required for voc."""
+    num_classes: int | None = Field(None, ge=2, le=255)
+    """Classes including the background 0; must equal ``space.head.params.num_classes``.
+    Default: 21 for voc, 6 for synthetic."""
+    size: int = Field(64, ge=16)
+    """Synthetic only: image side in px."""
+    train_size: int = Field(256, ge=1)
+    """Synthetic only: number of training items (fixed per run seed)."""
+    val_size: int = Field(32, ge=1)
+    test_size: int = Field(32, ge=1)
+    seed: int = Field(0, ge=0)
+    """Synthetic only: seed of the validation and test items (the same for every run seed)."""
+    max_shapes: int = Field(4, ge=1)
+    """Synthetic only: at most this many shapes an image."""
+    ignore_border: int = Field(1, ge=0, le=2)
+    """Synthetic only: px around each shape outline labelled 255 (not scored), like VOC's outlines."""
+    crop: int | None = Field(None, ge=16)
+    """VOC only: random square training crops of this side, padded where the image is smaller (paper: 513)."""
+    augment: bool = True
+    """VOC only: random horizontal flips of training items."""
+    test_split: str = "val"
+    """VOC only: the split scored by ``evaluate`` (VOC's test labels are not public)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.source == "voc" and self.root is None:
+            raise ValueError("source 'voc' needs root: the VOC folder (JPEGImages/, SegmentationClass/, ...)")
+        return self
+
+    @property
+    def classes(self) -> int:
+        if self.num_classes is not None:
+            return self.num_classes
+        return 21 if self.source == "voc" else 6
+
+
+class LossConfig(_Strict):
+    ignore_index: int = IGNORE
+    """Target value that is neither trained on nor scored (VOC: 255 on object outlines)."""
+
+
+class SegmentationConfig(TaskConfig):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+
+
+@register_task("segmentation")
+class SegmentationTask(Task):
+    """RGB image in, per-pixel class logits out; scored by mIoU over a split's summed confusion matrix."""
+
+    Config = SegmentationConfig
+    primary_metric = "miou"
+    higher_is_better = True
+    metric_names = ("miou", "pixel_acc")
+    fast_dev_run = {"data.train_size": 8, "data.val_size": 2, "data.test_size": 2}
+    input_suffixes = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+    metric_labels = {"miou": "mIoU", "pixel_acc": "pixel acc."}
+    display_names = {"supernet": "SparseMask supernet", "child": "SparseMask child"}
+
+    def __init__(self, cfg: SegmentationConfig) -> None:
+        super().__init__(cfg)
+        self.cfg: SegmentationConfig = cfg
+        self.num_classes = cfg.data.classes
+        self.ignore_index = cfg.loss.ignore_index
+
+    # -- data ------------------------------------------------------------------------------------
+    def datasets(self, seed: int) -> dict[str, Dataset]:
+        d, k = self.cfg.data, self.num_classes
+        if d.source == "synthetic":
+            def make(n: int, stream: int) -> Dataset:
+                return SyntheticShapesDataset(d.size, k, n, seed=stream, max_shapes=d.max_shapes,
+                                              ignore_border=d.ignore_border)
+            return {"train": make(d.train_size, seed), "val": make(d.val_size, d.seed + _VAL_STREAM),
+                    "test": make(d.test_size, d.seed + _TEST_STREAM)}
+        root = d.root
+        assert root is not None  # checked by DataConfig
+        return {"train": VOCSegmentationDataset(root, "train", k, crop=d.crop, augment=d.augment, seed=seed),
+                "val": VOCSegmentationDataset(root, "val", k),
+                "test": VOCSegmentationDataset(root, d.test_split, k)}
+
+    # -- loss and metrics (outputs (B, K, H, W) logits; targets (B, H, W) int64) ------------------
+    def _check_classes(self, output: torch.Tensor) -> None:
+        if output.shape[1] != self.num_classes:
+            raise ConfigError(f"the network outputs {output.shape[1]} classes but task.data.num_classes is "
+                              f"{self.num_classes}; set space.head.params.num_classes to match")
+
+    def loss(self, output: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        self._check_classes(output)
+        return F.cross_entropy(output.float(), batch["target"].long(), ignore_index=self.ignore_index)
+
+    def confusion(self, output: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """(K, K) int64 confusion matrix of one batch (rows: truth, columns: prediction)."""
+        self._check_classes(output)
+        pred = output.detach().argmax(1)  # (B, H, W)
+        return confusion_matrix(pred, batch["target"], self.num_classes, self.ignore_index)
+
+    def metrics(self, output: torch.Tensor, batch: dict[str, Any]) -> dict[str, float]:
+        cm = self.confusion(output, batch)
+        return {"miou": mean_iou(cm), "pixel_acc": pixel_accuracy(cm)}
+
+    def metric_sums(self, output: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {CONFUSION: self.confusion(output, batch).to(torch.float64)}
+
+    def reduce_metrics(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
+        cm = sums.get(CONFUSION)
+        if cm is None or float(cm.sum()) == 0:
+            return {}
+        return {"miou": mean_iou(cm), "pixel_acc": pixel_accuracy(cm)}
+
+    # -- inference I/O ---------------------------------------------------------------------------
+    def read_input(self, path: Path) -> np.ndarray:
+        return normalise(read_rgb(Path(path)))  # (3, H, W)
+
+    def write_output(self, output: np.ndarray, path: Path) -> Path:
+        """The arg-max label map as a palette PNG (VOC colours; pixel values are class indices)."""
+        label = np.asarray(output).argmax(0).astype(np.uint8)  # (K, H, W) -> (H, W)
+        im = Image.fromarray(label, mode="P")
+        im.putpalette(voc_palette().reshape(-1).tolist())
+        target = Path(path).with_suffix(".png")
+        with atomic_path(target) as tmp:
+            im.save(tmp, format="PNG")
+        return target
+
+    # -- latency input, pictures -----------------------------------------------------------------
+    def example_input(self, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+        """A synthetic shapes image of ``size`` (a square of the longer side, cropped)."""
+        h, w = size
+        img, _ = SyntheticShapesDataset(max(h, w), self.num_classes, 1, seed=seed).render(0)
+        return normalise(img[:h, :w])  # (3, H, W)
+
+    def panels(self, batch: dict[str, Any], outputs: dict[str, np.ndarray], scores: dict[str, str]) -> Any:
+        from matplotlib.figure import Figure
+
+        pal = voc_palette().astype(np.float32) / 255.0
+        panels = [("image", denormalise(batch["input"][0].numpy())),
+                  ("truth", pal[batch["target"][0].numpy().astype(np.int64)])]
+        for name, out in outputs.items():
+            title = f"{name}\n{scores.get(name, '')}".strip()
+            panels.append((title, pal[np.asarray(out).argmax(0)]))
+        fig = Figure(figsize=(2.8 * len(panels), 2.8))
+        for i, (title, img) in enumerate(panels):
+            ax = fig.add_subplot(1, len(panels), i + 1)
+            ax.imshow(img, interpolation="nearest")
+            ax.set_title(title, fontsize=8)
+            ax.set_axis_off()
+        name = batch.get("name", [""])
+        fig.suptitle(str(name[0]) if name else "", fontsize=9)
+        return fig
