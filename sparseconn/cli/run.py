@@ -92,17 +92,17 @@ def _print_rows(result: dict, as_json: bool) -> None:
 
     table = Table(title=f"test set ({result['test_items']} items), latency on {result['device']} at "
                         f"{result['latency_size'][0]}x{result['latency_size'][1]}")
+    headers = {**_HEADERS, **result.get("metric_labels", {})}
     cols = [k for k in result["rows"][0] if k not in ("model",)]
     table.add_column("model", no_wrap=True)
     for c in cols:
-        table.add_column(_HEADERS.get(c, c), justify="right")
+        table.add_column(headers.get(c, c), justify="right")
     for r in result["rows"]:
         table.add_row(r["model"], *[_fmt(c, r.get(c)) for c in cols])
     Console(width=max(120, Console().width)).print(table)
 
 
-_HEADERS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "rmse_rad": "RMSE (rad)", "params": "params", "macs": "MACs",
-            "connections": "conn.", "latency_ms": "latency (ms)"}
+_HEADERS = {"params": "params", "macs": "MACs", "connections": "conn.", "latency_ms": "latency (ms)"}
 
 
 def _fmt(col: str, v: object) -> str:
@@ -132,7 +132,8 @@ def pipeline_cmd(config: Path = typer.Argument(..., help="Run config YAML."), ou
                    f"removed stages: {', '.join(summary['removed_stages']) or 'none'}")
         _print_rows({**summary, "rows": summary["evaluation"]}, False)
         child = summary["evaluation"][1] if len(summary["evaluation"]) > 1 else summary["evaluation"][0]
-        metrics = "  ".join(f"{_HEADERS.get(k, k)} {_fmt(k, child[k])}" for k in child
+        headers = {**_HEADERS, **summary.get("metric_labels", {})}
+        metrics = "  ".join(f"{headers.get(k, k)} {_fmt(k, child[k])}" for k in child
                             if k not in ("model", "params", "macs", "connections", "latency_ms"))
-        typer.echo(f"{child['model']} (child) on the test set: {metrics}")
+        typer.echo(f"{child['model']} on the test set: {metrics}")
         typer.echo(f"run folder: {out} (summary.json, report.md, report.html)")

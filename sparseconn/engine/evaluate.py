@@ -97,7 +97,7 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
     # a checkpoint inside a run folder reports into that folder (beside its logs and architecture)
     base = run if run.is_dir() else (run.parent.parent if run.parent.name == "checkpoints" else run.parent)
     result = {"device": device, "latency_size": list(size), "test_items": len(test), "rows": rows,
-              "warnings": notes}
+              "metric_labels": dict(task.metric_labels), "warnings": notes}
     atomic_write_json(base / "evaluation.json", result)
     if report and first is not None:
         from sparseconn.engine.report import write_run_report

@@ -40,5 +40,6 @@ def pipeline(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOpt
         summary["device"] = result["device"]
         summary["test_items"] = result["test_items"]
         summary["latency_size"] = result["latency_size"]
+        summary["metric_labels"] = result["metric_labels"]
         atomic_write_json(out / "summary.json", summary)
     return summary

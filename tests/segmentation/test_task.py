@@ -37,7 +37,9 @@ def test_shipped_configs_validate(name: str) -> None:
     cfg, task_cfg = load_run_config(ROOT / "tasks" / name)
     assert isinstance(task_cfg, SegmentationConfig) and TASKS.get("segmentation") is SegmentationTask
     assert task_cfg.data.classes == cfg.space.head.params["num_classes"]
-    assert [r.name for r in cfg.search.regularizers] == ["stage_target"] and cfg.search.regularizers[0].coef == 0.01
+    assert [r.name for r in cfg.search.regularizers] == ["stage_target"]
+    if name == "segmentation_voc.yaml":  # SparseMask's own values; the short synthetic search uses stronger ones
+        assert cfg.search.regularizers[0].coef == 0.01 and cfg.search.connection_optimizer.name == "sgd"
     opt = cfg.search.optimizer
     assert (opt.name, opt.lr, opt.momentum, opt.weight_decay, opt.encoder_lr_scale) == ("sgd", 0.05, 0.9, 4e-5, 0.1)
     assert cfg.search.schedule.name == "poly" and cfg.search.schedule.power == 0.9
