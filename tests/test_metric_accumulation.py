@@ -56,3 +56,15 @@ def test_a_dataset_level_metric_sums_its_statistics() -> None:
 
 def test_empty_split_gives_no_metrics() -> None:
     assert MetricAccumulator(MeanTask(None)).result() == {}
+
+
+def test_metrics_come_in_the_tasks_order() -> None:
+    class Ordered(MeanTask):
+        metric_names = ("zeta", "alpha")
+
+        def metrics(self, output: torch.Tensor, batch: dict[str, Any]) -> dict[str, float]:
+            return {"alpha": 1.0, "mid": 2.0, "zeta": 3.0}
+
+    acc = MetricAccumulator(Ordered(None))
+    acc.add(*batch([0.0], [0.0]), extra={"loss": 1.0})
+    assert list(acc.result()) == ["loss", "zeta", "alpha", "mid"]

@@ -52,7 +52,10 @@ class MetricAccumulator:
             pos += size
         for i, k in enumerate(extra_keys):
             out[k] = float(flat[pos + i]) / n
-        out.update(self.task.reduce_metrics(sums))
+        metrics = self.task.reduce_metrics(sums)
+        names = self.task.metric_names  # the task's order first (tables print columns in it)
+        out.update({k: metrics[k] for k in names if k in metrics})
+        out.update({k: v for k, v in metrics.items() if k not in names})
         return out
 
 
