@@ -57,6 +57,11 @@ class Task:
     display_names: ClassVar[dict[str, str]] = {"supernet": "supernet", "child": "child"}
     """How reports name the searched supernet and its derived child."""
 
+    @classmethod
+    def check_space(cls, cfg: BaseModel, space: Any) -> None:
+        """Cross-check the task's config against the run's ``space`` section when the config is loaded
+        (e.g. the number of classes against the head's); raise ``ValueError`` with a one-line reason."""
+
     def __init__(self, cfg: BaseModel) -> None:
         self.cfg = cfg
 

@@ -109,10 +109,15 @@ class RunConfig(_Strict):
         return self
 
     def task_config(self, source: str = "config") -> BaseModel:
-        """The task section validated by the task's own ``Config`` model."""
+        """The task section validated by the task's own ``Config`` model and checked against ``space``."""
         cls = TASKS.get(self.task["name"])
         body = {k: v for k, v in self.task.items() if k != "name"}
-        return validate(cls.Config, body, source, "task")
+        task_cfg = validate(cls.Config, body, source, "task")
+        try:
+            cls.check_space(task_cfg, self.space)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        return task_cfg
 
     def dump(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

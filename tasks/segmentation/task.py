@@ -116,6 +116,13 @@ class SegmentationTask(Task):
     metric_labels = {"miou": "mIoU", "pixel_acc": "pixel acc."}
     display_names = {"supernet": "SparseMask supernet", "child": "SparseMask child"}
 
+    @classmethod
+    def check_space(cls, cfg: SegmentationConfig, space: Any) -> None:
+        head = space.head.params.get("num_classes")
+        if head is not None and int(head) != cfg.data.classes:
+            raise ValueError(f"task.data.num_classes is {cfg.data.classes} but space.head.params.num_classes is "
+                             f"{head}; they must be equal")
+
     def __init__(self, cfg: SegmentationConfig) -> None:
         super().__init__(cfg)
         self.cfg: SegmentationConfig = cfg

@@ -138,3 +138,11 @@ def test_example_input_and_panels() -> None:
     batch = {"input": item["input"][None], "target": item["target"][None], "name": [item["name"]]}
     fig = task.panels(batch, {"child": one_hot_logits(item["target"][None], 3)[0].numpy()}, {"child": "MIOU 1"})
     assert fig is not None and len(fig.axes) == 3
+
+
+def test_class_count_must_match_the_head_when_the_config_loads() -> None:
+    path = ROOT / "tasks" / "segmentation.yaml"
+    with pytest.raises(ConfigError, match=r"segmentation\.yaml: task\.data\.num_classes is 6 but "
+                                          r"space\.head\.params\.num_classes is 21"):
+        load_run_config(path, ["space.head.params.num_classes=21"])
+    load_run_config(path, ["space.head.params.num_classes=21", "task.data.num_classes=21"])  # agreeing: fine
