@@ -32,6 +32,14 @@ from torch.utils.data import Dataset
 
 from sparseconn.registry import Registry, make_register
 
+
+def split_seeds(run_seed: int, data_seed: int) -> dict[str, int]:
+    """Seeds of generated ``train``/``val``/``test`` splits. Training items follow the run seed; validation
+    and test items depend on ``data_seed`` only, so runs with different ``--seed`` are scored on the
+    same items (the offsets keep the three streams apart)."""
+    return {"train": run_seed, "val": data_seed + 1_000_003, "test": data_seed + 2_000_003}
+
+
 COUNT = "_count"
 """Key of the sample count in the default :meth:`Task.metric_sums`."""
 

@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch.utils.data import Dataset
 
-from sparseconn.task import Task, TaskConfig, register_task
+from sparseconn.task import Task, TaskConfig, register_task, split_seeds
 from tasks.phase_retrieval.classical import FourierPhaseRetrieval
 from tasks.phase_retrieval.data import (
     DEFAULT_PHASE_RANGE,
@@ -38,10 +38,6 @@ from tasks.phase_retrieval.imageio_ import read_image, write_tiff
 from tasks.phase_retrieval.losses import GRADIENT_OPERATORS, mixge
 from tasks.phase_retrieval.metrics import psnr, rmse_rad, ssim
 from tasks.phase_retrieval.simulate import SimConfig, simulate
-
-# Seed streams of the synthetic splits. Validation and test sets depend on ``data.seed`` only, so
-# runs with different ``--seed`` are scored on the same images; training items follow the run seed.
-_VAL_STREAM, _TEST_STREAM = 1_000_003, 2_000_003
 
 
 class _Strict(BaseModel):
@@ -164,8 +160,9 @@ class PhaseRetrievalTask(Task):
             def make(n: int, stream_seed: int) -> Dataset:
                 ds = SyntheticPhaseDataset(d.sim, n, seed=stream_seed, phase_range=pr)
                 return CachedDataset(ds) if d.cache else ds
-            return {"train": make(d.train_size, seed), "val": make(d.val_size, d.seed + _VAL_STREAM),
-                    "test": make(d.test_size, d.seed + _TEST_STREAM)}
+            seeds = split_seeds(seed, d.seed)
+            return {"train": make(d.train_size, seeds["train"]), "val": make(d.val_size, seeds["val"]),
+                    "test": make(d.test_size, seeds["test"])}
         root = d.root
         return {
             "train": PhaseFolderDataset(root, "train", crop=d.crop, augment=d.augment, phase_range=pr,

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from sparseconn.errors import ConfigError
 from sparseconn.fileio import atomic_path
-from sparseconn.task import Task, TaskConfig, register_task
+from sparseconn.task import Task, TaskConfig, register_task, split_seeds
 from tasks.segmentation.data import (
     IGNORE,
     SyntheticShapesDataset,
@@ -40,9 +40,6 @@ from tasks.segmentation.data import (
 )
 from tasks.segmentation.metrics import confusion_matrix, mean_iou, pixel_accuracy
 
-# Seed streams of the synthetic splits: validation and test depend on ``data.seed`` only, so runs
-# with different ``--seed`` are scored on the same images; training items follow the run seed.
-_VAL_STREAM, _TEST_STREAM = 1_000_003, 2_000_003
 CONFUSION = "confusion"
 """Key of the summed (K, K) confusion matrix in :meth:`SegmentationTask.metric_sums`."""
 
@@ -136,8 +133,9 @@ class SegmentationTask(Task):
             def make(n: int, stream: int) -> Dataset:
                 return SyntheticShapesDataset(d.size, k, n, seed=stream, max_shapes=d.max_shapes,
                                               ignore_border=d.ignore_border)
-            return {"train": make(d.train_size, seed), "val": make(d.val_size, d.seed + _VAL_STREAM),
-                    "test": make(d.test_size, d.seed + _TEST_STREAM)}
+            seeds = split_seeds(seed, d.seed)
+            return {"train": make(d.train_size, seeds["train"]), "val": make(d.val_size, seeds["val"]),
+                    "test": make(d.test_size, seeds["test"])}
         root = d.root
         assert root is not None  # checked by DataConfig
         return {"train": VOCSegmentationDataset(root, "train", k, crop=d.crop, augment=d.augment, seed=seed),
