@@ -15,6 +15,15 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _file_mode() -> int:
+    umask = os.umask(0)  # reading the umask means setting it: done once, at import, not per write
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
@@ -29,10 +38,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        # mkstemp makes the file 0600; give the result the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
+        os.chmod(tmp_path, _FILE_MODE)  # mkstemp makes 0600; give the permissions a plain open() would
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

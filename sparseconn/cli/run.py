@@ -131,9 +131,10 @@ def pipeline_cmd(config: Path = typer.Argument(..., help="Run config YAML."), ou
         typer.echo(f"connections: {summary['connections']} of {summary['candidates']} kept; "
                    f"removed stages: {', '.join(summary['removed_stages']) or 'none'}")
         _print_rows({**summary, "rows": summary["evaluation"]}, False)
-        child = summary["evaluation"][1] if len(summary["evaluation"]) > 1 else summary["evaluation"][0]
-        headers = {**_HEADERS, **summary.get("metric_labels", {})}
-        metrics = "  ".join(f"{headers.get(k, k)} {_fmt(k, child[k])}" for k in child
-                            if k not in ("model", "params", "macs", "connections", "latency_ms"))
+        rows = summary["evaluation"]
+        child = next((r for r in rows if r["model"] == summary["child_model"]), rows[0])
+        headers = {**_HEADERS, **summary["metric_labels"]}
+        metrics = "  ".join(f"{headers.get(k, k)} {_fmt(k, v)}" for k, v in child.items()
+                            if k != "model" and k not in _HEADERS)  # the task's metrics only
         typer.echo(f"{child['model']} on the test set: {metrics}")
         typer.echo(f"run folder: {out} (summary.json, report.md, report.html)")

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from sparseconn.engine.inference import predict
 from sparseconn.engine.metrics import MetricAccumulator
-from sparseconn.engine.runs import LoadedModel, RunOptions, find_checkpoint, load_model, make_task
+from sparseconn.engine.runs import LoadedModel, RunOptions, load_model, make_task, run_folder_of
 from sparseconn.errors import CheckpointError
 from sparseconn.fileio import atomic_write_json
 from sparseconn.profiling import count_macs, count_params, measure_latency
@@ -54,9 +54,12 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
     size = tuple(latency_size or ecfg.latency_size)
     models: dict[str, LoadedModel] = {task.display_names.get(lm.kind, lm.kind): lm}
     notes: list[str] = []
-    if lm.kind == "child" and run.is_dir() and (run / "checkpoints" / "search_best.pt").is_file():
+    searched = run / "checkpoints" / "search_best.pt"
+    if lm.kind == "child" and run.is_dir() and searched.is_file():
         try:  # a pipeline folder: its searched supernet gets a row too
-            sup = load_model(find_checkpoint(run, "best", kind="supernet"))
+            sup = load_model(searched)
+            if sup.kind != "supernet":
+                raise CheckpointError(f"{searched} is not a search (supernet) checkpoint")
             models = {task.display_names["supernet"]: sup, **models}
         except CheckpointError as exc:  # a damaged supernet checkpoint must not hide the child's result
             notes.append(f"the supernet row is missing: {exc}")
@@ -95,9 +98,10 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
         scores[r["model"]] = " ".join(f"{task.metric_labels.get(k, k)} {_short(r[k])}"
                                       for k in task.metric_names[:2] if k in r)
     # a checkpoint inside a run folder reports into that folder (beside its logs and architecture)
-    base = run if run.is_dir() else (run.parent.parent if run.parent.name == "checkpoints" else run.parent)
+    base = run if run.is_dir() else (run_folder_of(run) or run.parent)
     result = {"device": device, "latency_size": list(size), "test_items": len(test), "rows": rows,
-              "metric_labels": dict(task.metric_labels), "warnings": notes}
+              "child_model": task.display_names.get(lm.kind, lm.kind), "metric_labels": dict(task.metric_labels),
+              "warnings": notes}
     atomic_write_json(base / "evaluation.json", result)
     if report and first is not None:
         from sparseconn.engine.report import write_run_report

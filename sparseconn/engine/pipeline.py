@@ -37,9 +37,7 @@ def pipeline(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOpt
     if opts.dist.is_main:
         result = evaluate(out, opts, latency_size=latency_size)
         summary["evaluation"] = result["rows"]
-        summary["device"] = result["device"]
-        summary["test_items"] = result["test_items"]
-        summary["latency_size"] = result["latency_size"]
-        summary["metric_labels"] = result["metric_labels"]
+        summary.update({k: result[k] for k in ("device", "test_items", "latency_size", "child_model",
+                                               "metric_labels")})
         atomic_write_json(out / "summary.json", summary)
     return summary

@@ -74,12 +74,15 @@ def _architecture_jobs(arch: Architecture, formats: tuple[str, ...]) -> dict[str
     return jobs
 
 
+def _prune_settings(run: Path) -> dict[str, Any]:
+    """The ``prune`` section of the run's ``config.yaml`` ({} when the file or the section is missing)."""
+    prune = read_yaml(run / CONFIG_FILE).get("prune") if (run / CONFIG_FILE).is_file() else None
+    return prune if isinstance(prune, dict) else {}
+
+
 def _run_threshold(run: Path) -> float:
     """``prune.threshold`` of the run's ``config.yaml`` (1e-3 when the file or the key is missing)."""
-    if not (run / CONFIG_FILE).is_file():
-        return 1e-3
-    prune = read_yaml(run / CONFIG_FILE).get("prune")
-    value = prune.get("threshold") if isinstance(prune, dict) else None
+    value = _prune_settings(run).get("threshold")
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 1e-3
 
 
@@ -95,9 +98,7 @@ def _pruned_epoch(run: Path) -> int | None:
             continue
         if not isinstance(summary, dict) or summary.get("stage") != "search":
             continue
-        prune = read_yaml(run / CONFIG_FILE).get("prune") if (run / CONFIG_FILE).is_file() else None
-        which = prune.get("checkpoint", "best") if isinstance(prune, dict) else "best"
-        if which == "last":
+        if _prune_settings(run).get("checkpoint", "best") == "last":
             epochs = summary.get("epochs")
             return int(epochs) - 1 if isinstance(epochs, int) else None
         best = summary.get("best")

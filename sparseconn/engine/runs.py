@@ -109,19 +109,41 @@ def search(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOptio
     return summary
 
 
-def find_checkpoint(run: Path, which: str = "best", kind: str | None = None) -> Path:
-    """The checkpoint of a run folder (or the file itself); pipeline folders prefix the search's."""
+def _locate(run: Path, which: str, kind: str | None) -> tuple[Path, dict[str, Any] | None]:
+    """Path of a run's checkpoint, and the checkpoint itself when telling its kind needed loading it."""
     run = Path(run)
     if run.is_file():
-        return run
+        return run, None
     if not run.is_dir():
         raise CheckpointError(f"{str(run)!r} does not exist (expected a run folder or a checkpoint file)")
     names = [f"search_{which}.pt", f"{which}.pt"] if kind == "supernet" else [f"{which}.pt"]
     for name in names:
         p = run / "checkpoints" / name
-        if p.is_file() and (kind is None or load_checkpoint(p).get("kind") == kind):
-            return p
+        if not p.is_file():
+            continue
+        if kind is None:
+            return p, None
+        ckpt = load_checkpoint(p)
+        if ckpt.get("kind") == kind:
+            return p, ckpt
     raise CheckpointError(f"{run} has no {'supernet ' if kind == 'supernet' else ''}checkpoints/{which}.pt")
+
+
+def find_checkpoint(run: Path, which: str = "best", kind: str | None = None) -> Path:
+    """The checkpoint of a run folder (or the file itself); pipeline folders prefix the search's."""
+    return _locate(run, which, kind)[0]
+
+
+def read_checkpoint(run: Path, which: str = "best", kind: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """:func:`find_checkpoint` and the loaded checkpoint, read from disk once."""
+    path, ckpt = _locate(run, which, kind)
+    return path, ckpt if ckpt is not None else load_checkpoint(path)
+
+
+def run_folder_of(checkpoint: Path) -> Path | None:
+    """``RUN`` for ``RUN/checkpoints/NAME.pt``; None for a checkpoint file outside a run folder."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
 
 
 def config_of(ckpt: dict[str, Any], source: Path) -> tuple[RunConfig, Any]:
@@ -160,7 +182,7 @@ def check_run_membership(path: Path, ckpt: dict[str, Any], run: Path | None = No
     (e.g. a ``best.pt`` copied in from another run); ``run`` defaults to the folder above ``checkpoints/``."""
     path = Path(path)
     if run is None:
-        run = path.parent.parent if path.parent.name == "checkpoints" else None
+        run = run_folder_of(path)
     cfg_file = Path(run) / "config.yaml" if run is not None else None
     if cfg_file is None or not cfg_file.is_file() or not isinstance(ckpt.get("config"), dict):
         return
@@ -180,12 +202,11 @@ def prune(run: Path, threshold: float | None = None, redundancy: bool | None = N
           out: Path | None = None) -> Architecture:
     """Derive ``architecture.json`` from a search run's connection weights (best checkpoint by default)."""
     run = Path(run)
-    probe = find_checkpoint(run, "last", kind="supernet") if run.is_dir() else find_checkpoint(run)
-    probe_ckpt = load_checkpoint(probe)
+    probe, probe_ckpt = read_checkpoint(run, "last", kind="supernet" if run.is_dir() else None)
     check_run_membership(probe, probe_ckpt)
     cfg, _ = config_of(probe_ckpt, probe)
-    path = find_checkpoint(run, which or cfg.prune.checkpoint, kind="supernet") if run.is_dir() else run
-    ckpt = load_checkpoint(path) if path != probe else probe_ckpt
+    path, ckpt = (probe, probe_ckpt) if not run.is_dir() else \
+        read_checkpoint(run, which or cfg.prune.checkpoint, kind="supernet")
     if ckpt.get("kind") != "supernet" or not isinstance(ckpt.get("connections"), dict):
         raise CheckpointError(f"{path} is not a search (supernet) checkpoint")
     check_run_membership(path, ckpt)
@@ -203,7 +224,7 @@ def prune(run: Path, threshold: float | None = None, redundancy: bool | None = N
     elif run.is_dir():
         target = run / "architecture.json"
     else:  # RUN/checkpoints/best.pt -> RUN/architecture.json; a loose checkpoint file -> beside it
-        target = (run.parent.parent if run.parent.name == "checkpoints" else run.parent) / "architecture.json"
+        target = (run_folder_of(run) or run.parent) / "architecture.json"
     arch.save(target)
     return arch
 
