@@ -117,10 +117,21 @@ class HeadConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class InputConfig(_Strict):
+    name: str = "identity"
+    """Input-op registry name (``sparseconn.inputs.INPUT_OPS``): ``identity``, ``standardise``, or a
+    task's own (the phase task's ``hologram`` and ``sideband``)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the input op."""
+
+
 class SpaceConfig(_Strict):
     """Everything needed to build a supernet (and, with an architecture, its child)."""
 
     in_channels: int = Field(default=1, ge=1)
+    """Channels of the raw input (what ``infer`` reads); the input op may change the encoder's count."""
+    input: InputConfig = Field(default_factory=InputConfig)
+    """The fixed first layer of the network (normalisation, demodulation), part of every export."""
     index_base: int = Field(default=1, ge=0)
     """Number of the first node of each kind: 1 gives E1.., D1.. as in the paper; 0 as in SparseMask."""
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)

@@ -20,6 +20,7 @@ from sparseconn.encoders import build_encoder
 from sparseconn.errors import ArchitectureError
 from sparseconn.graph import candidate_edges, decoder_nodes, edge_key, nodes_of
 from sparseconn.heads import HEADS
+from sparseconn.inputs import build_input_op
 from sparseconn.ops import EDGE_OPS, FUSIONS, RESIZE_POLICIES, STAGE_OPS
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ class GraphNet(nn.Module):
         self.graph = graph
         self.gated = gated
         self.output = graph.graph["output"]
-        self.encoder = build_encoder(cfg.encoder.name, cfg.in_channels, **cfg.encoder.params)
+        self.input_op = build_input_op(cfg.input.name, cfg.in_channels, cfg.input.params)
+        self.encoder = build_encoder(cfg.encoder.name, self.input_op.out_channels, **cfg.encoder.params)
         have = self.encoder.out_channels
         for n in nodes_of(graph, "encoder") + nodes_of(graph, "ground"):
             a = graph.nodes[n]
@@ -116,7 +118,7 @@ class GraphNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """All node features by name, for an input (B, C_in, H, W)."""
-        feats = self.encoder(x, upto=self.upto)  # fine to coarse
+        feats = self.encoder(self.input_op(x), upto=self.upto)  # fine to coarse
         env = {n: feats[f] for n, f in self.node_feature.items()}
         for g, (f, size) in self.ground_source.items():
             env[g] = F.adaptive_avg_pool2d(feats[f], size)  # (B, C, size, size)

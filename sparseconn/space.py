@@ -20,6 +20,7 @@ from sparseconn.edge_rules import EDGE_RULES, EdgeRule
 from sparseconn.encoders import encoder_feature_info
 from sparseconn.errors import SpaceError
 from sparseconn.graph import NodeInfo, candidate_edges, decoder_nodes, edge_macs, make_graph, nodes_of
+from sparseconn.inputs import input_channels
 from sparseconn.registry import import_modules
 
 HEAD = "H"
@@ -28,7 +29,8 @@ HEAD = "H"
 def build_nodes(cfg: SpaceConfig) -> dict[str, NodeInfo]:
     """Encoder, ground, decoder and head nodes with channels and strides, from the config alone."""
     b = cfg.index_base
-    info = encoder_feature_info(cfg.encoder.name, cfg.in_channels, **cfg.encoder.params)
+    enc_in = input_channels(cfg.input.name, cfg.in_channels, cfg.input.params)
+    info = encoder_feature_info(cfg.encoder.name, enc_in, **cfg.encoder.params)
     n_feat = len(info)
     for i in range(1, n_feat):
         if info[i].stride < info[i - 1].stride:

@@ -1,0 +1,99 @@
+"""Input ops: the fixed, parameter-free first layer that turns a raw input into the encoder's input.
+
+An input op belongs to the network, so training, evaluation, ``infer``, latency figures and exported
+models all see the same transform (a normalisation done in a data loader is easy to forget at
+inference time). The contract::
+
+    @register_input_op("my_input")
+    class MyInput(InputOp):
+        @classmethod
+        def channels(cls, in_channels: int, **params) -> int: ...   # the encoder's input channels
+        def __init__(self, in_channels: int, **params): ...
+        def forward(self, x): ...                                   # (B, C_in, H, W) -> (B, C_out, H, W)
+
+``channels`` is a classmethod so a search space can size its encoder before any module exists (as
+:meth:`sparseconn.encoders.Encoder.feature_info` does). Tasks register their own input ops (the phase
+task's FFT sideband demodulation); the core ships ``identity`` and ``standardise``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparseconn.errors import ConfigError
+from sparseconn.registry import Registry, make_register
+
+
+class InputOp(nn.Module):
+    """Base class of input ops: same spatial size out as in; no learnable parameters by convention."""
+
+    @classmethod
+    def channels(cls, in_channels: int, **params: Any) -> int:
+        """Channels of the op's output for ``in_channels`` raw channels (default: unchanged)."""
+        return in_channels
+
+    def __init__(self, in_channels: int, **params: Any) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = type(self).channels(in_channels, **params)
+
+
+INPUT_OPS: Registry[type[InputOp]] = Registry("input op")
+register_input_op = make_register(INPUT_OPS)
+
+
+def _check_params(cls: type[InputOp], name: str, params: dict[str, Any]) -> None:
+    sig = inspect.signature(cls.__init__)
+    if any(p.kind is p.VAR_KEYWORD for p in list(sig.parameters.values())[2:]):
+        return
+    valid = [p for p in list(sig.parameters)[2:]]
+    bad = [k for k in params if k not in valid]
+    if bad:
+        raise ConfigError(f"input op {name!r} has no parameter {bad[0]!r}; valid: {', '.join(valid) or 'none'}")
+
+
+def input_channels(name: str, in_channels: int, params: dict[str, Any]) -> int:
+    """The encoder's input channels behind input op ``name`` (no module is built)."""
+    cls = INPUT_OPS.get(name)
+    _check_params(cls, name, params)
+    return cls.channels(in_channels, **params)
+
+
+def build_input_op(name: str, in_channels: int, params: dict[str, Any]) -> InputOp:
+    cls = INPUT_OPS.get(name)
+    _check_params(cls, name, params)
+    return cls(in_channels, **params)
+
+
+@register_input_op("identity")
+class Identity(InputOp):
+    """The raw input, unchanged (the default; what every run before input ops used)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+@register_input_op("standardise")
+class Standardise(InputOp):
+    """Per-image, per-channel standardisation ``(x − mean) / std`` over H, W.
+
+    Exactly invariant to a gain and an offset of the input (an 8-bit and a 16-bit frame of one scene,
+    a brighter lamp, floats in any unit), so a network cannot tie itself to one camera's exposure.
+    ``eps`` (relative to the mean absolute value) keeps a constant image finite.
+    """
+
+    def __init__(self, in_channels: int, eps: float = 1e-6) -> None:
+        super().__init__(in_channels)
+        self.eps = float(eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        mean = x.mean(dim=(-2, -1), keepdim=True)  # (B, C, 1, 1)
+        centred = x - mean
+        std = centred.square().mean(dim=(-2, -1), keepdim=True).sqrt()  # (B, C, 1, 1)
+        floor = self.eps * (mean.abs() + 1.0)
+        return centred / torch.maximum(std, floor)
