@@ -110,8 +110,18 @@ class Task:
         returns the path written."""
         raise NotImplementedError  # abstract
 
-    def baselines(self) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-        """Non-network methods evaluated beside the networks (name -> input (C, H, W) -> output)."""
+    def baselines(self) -> dict[str, Callable[..., np.ndarray]]:
+        """Non-network methods evaluated beside the networks: name -> ``fn(input (C, H, W)) -> output``.
+
+        A baseline that needs more of the item than its input lists those batch keys in a ``needs``
+        attribute and gets them as keyword arguments (``fn(x, background=...)``); ``evaluate`` skips it,
+        with a note, on a split whose items lack one of them.
+        """
+        return {}
+
+    def eval_sets(self, seed: int) -> dict[str, Dataset]:
+        """Extra test sets that ``evaluate`` scores beside the ``test`` split, by display name (e.g. a
+        cross-domain set made from other settings than the training data). Default: none."""
         return {}
 
     def example_input(self, size: tuple[int, int], seed: int = 0) -> np.ndarray:

@@ -99,7 +99,20 @@ def _print_rows(result: dict, as_json: bool) -> None:
         table.add_column(headers.get(c, c), justify="right")
     for r in result["rows"]:
         table.add_row(r["model"], *[_fmt(c, r.get(c)) for c in cols])
-    Console(width=max(120, Console().width)).print(table)
+    console = Console(width=max(120, Console().width))
+    console.print(table)
+    for label, extra in (result.get("sets") or {}).items():  # e.g. the phase task's cross-domain set
+        rows = extra["rows"]
+        if not rows:
+            continue
+        t = Table(title=f"{label} ({extra['items']} items)")
+        t.add_column("model", no_wrap=True)
+        keys = [k for k in rows[0] if k != "model"]
+        for c in keys:
+            t.add_column(headers.get(c, c), justify="right")
+        for r in rows:
+            t.add_row(r["model"], *[_fmt(c, r.get(c)) for c in keys])
+        console.print(t)
 
 
 _HEADERS = {"params": "params", "macs": "MACs", "connections": "conn.", "latency_ms": "latency (ms)"}
@@ -137,4 +150,9 @@ def pipeline_cmd(config: Path = typer.Argument(..., help="Run config YAML."), ou
         metrics = "  ".join(f"{headers.get(k, k)} {_fmt(k, v)}" for k, v in child.items()
                             if k != "model" and k not in _HEADERS)  # the task's metrics only
         typer.echo(f"{child['model']} on the test set: {metrics}")
+        for label, extra in (summary.get("sets") or {}).items():
+            row = next((r for r in extra["rows"] if r["model"] == summary["child_model"]), None)
+            if row is not None:
+                vals = "  ".join(f"{headers.get(k, k)} {_fmt(k, v)}" for k, v in row.items() if k != "model")
+                typer.echo(f"{row['model']} on the {label} set: {vals}")
         typer.echo(f"run folder: {out} (summary.json, report.md, report.html)")

@@ -21,12 +21,13 @@ from sparseconn.task import Task
 
 
 def _metrics(task: Task, loader: DataLoader, run_one, limit: int | None) -> tuple[dict[str, float], dict, dict]:
+    """Split-level metrics of ``run_one(batch) -> output`` and the first batch with its output."""
     acc = MetricAccumulator(task)
     first_batch, first_out = None, None
     for i, batch in enumerate(loader):
         if limit is not None and i >= limit:
             break
-        out = run_one(batch["input"])
+        out = run_one(batch)
         acc.add(out, batch)
         if first_batch is None:
             first_batch, first_out = batch, out
@@ -38,10 +39,44 @@ def _short(v: float) -> str:
     return f"{v:.2f}" if abs(v) >= 10 else f"{v:.4g}"
 
 
+def _needs(fn: Any) -> tuple[str, ...]:
+    return tuple(getattr(fn, "needs", ()) or ())
+
+
 def _baseline_runner(fn):
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([torch.from_numpy(np.asarray(fn(xi.numpy()), dtype=np.float32)) for xi in x])
+    """``run(batch)``: the baseline on each item of the batch, with the extra keys it ``needs``."""
+    needs = _needs(fn)
+
+    def run(batch: dict[str, Any]) -> torch.Tensor:
+        outs = []
+        for i, xi in enumerate(batch["input"]):
+            extra = {k: batch[k][i].numpy() for k in needs}
+            outs.append(torch.from_numpy(np.asarray(fn(xi.numpy(), **extra), dtype=np.float32)))
+        return torch.stack(outs)
     return run
+
+
+def _net_runner(net: torch.nn.Module, device: str):
+    return lambda batch: predict(net, batch["input"].to(device)).cpu()
+
+
+def _score_set(task: Task, dataset: Any, models: dict[str, torch.nn.Module], baselines: dict[str, Any],
+               device: str, limit: int | None, notes: list[str], label: str) -> list[dict[str, Any]]:
+    """Metric rows (no costs) of every model and baseline on one extra test set."""
+    loader = DataLoader(dataset, batch_size=1)
+    keys = set(dataset[0]) if len(dataset) else set()
+    rows = []
+    for name, net in models.items():
+        vals, _, _ = _metrics(task, loader, _net_runner(net, device), limit)
+        rows.append({"model": name, **vals})
+    for name, fn in baselines.items():
+        missing = [k for k in _needs(fn) if k not in keys]
+        if missing:
+            notes.append(f"{name} is not scored on {label}: its items have no {', '.join(missing)}")
+            continue
+        vals, _, _ = _metrics(task, loader, _baseline_runner(fn), limit)
+        rows.append({"model": name, **vals})
+    return rows
 
 
 def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, report: bool = True,
@@ -65,11 +100,13 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
             notes.append(f"the supernet row is missing: {exc}")
     test = task.datasets(cfg.seed)["test"]
     loader = DataLoader(test, batch_size=1)
+    test_keys = set(test[0]) if len(test) else set()
+    baselines = task.baselines() if ecfg.baselines else {}
     device = opts.device
     rows, outputs, scores, first = [], {}, {}, None
     for name, m in models.items():
         net = m.net.to(device).eval()
-        vals, batch, out = _metrics(task, loader, lambda x, net=net: predict(net, x.to(device)).cpu(), ecfg.max_images)
+        vals, batch, out = _metrics(task, loader, _net_runner(net, device), ecfg.max_images)
         first = first or batch
         shape = (1, cfg.space.in_channels, *size)
         row = {"model": name, **vals, "params": count_params(net), "macs": count_macs(net, shape),
@@ -79,21 +116,29 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
                                                 warmup=1, device=device)
         rows.append(row)
         outputs[name] = out[0].numpy()
-    if ecfg.baselines:
-        for name, fn in task.baselines().items():
-            runner = _baseline_runner(fn)
-            vals, _, out = _metrics(task, loader, runner, ecfg.max_images)
-            row = {"model": name, **vals, "params": 0, "macs": None, "connections": None, "latency_ms": None}
-            if latency:
-                example = task.example_input(size, seed=cfg.seed)
-                times = []
-                for _ in range(max(1, min(ecfg.latency_runs, 3))):
-                    t0 = time.perf_counter()
-                    fn(example)
-                    times.append((time.perf_counter() - t0) * 1e3)
-                row["latency_ms"] = float(np.median(times))
-            rows.append(row)
-            outputs[name] = out[0].numpy()
+    for name, fn in baselines.items():
+        missing = [k for k in _needs(fn) if k not in test_keys]
+        if missing:
+            notes.append(f"{name} is not scored: the test items have no {', '.join(missing)}")
+            continue
+        vals, _, out = _metrics(task, loader, _baseline_runner(fn), ecfg.max_images)
+        row = {"model": name, **vals, "params": 0, "macs": None, "connections": None, "latency_ms": None}
+        if latency:
+            example = task.example_input(size, seed=cfg.seed)
+            extra = {k: example for k in _needs(fn)}  # same-size stand-ins: the cost, not the answer
+            times = []
+            for _ in range(max(1, min(ecfg.latency_runs, 3))):
+                t0 = time.perf_counter()
+                fn(example, **extra)
+                times.append((time.perf_counter() - t0) * 1e3)
+            row["latency_ms"] = float(np.median(times))
+        rows.append(row)
+        outputs[name] = out[0].numpy()
+    sets = {}
+    nets = {name: m.net for name, m in models.items()}
+    for label, dataset in task.eval_sets(cfg.seed).items():
+        sets[label] = {"items": len(dataset),
+                       "rows": _score_set(task, dataset, nets, baselines, device, ecfg.max_images, notes, label)}
     for r in rows:
         scores[r["model"]] = " ".join(f"{task.metric_labels.get(k, k)} {_short(r[k])}"
                                       for k in task.metric_names[:2] if k in r)
@@ -101,11 +146,11 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
     base = run if run.is_dir() else (run_folder_of(run) or run.parent)
     result = {"device": device, "latency_size": list(size), "test_items": len(test), "rows": rows,
               "child_model": task.display_names.get(lm.kind, lm.kind), "metric_labels": dict(task.metric_labels),
-              "warnings": notes}
+              "sets": sets, "warnings": notes}
     atomic_write_json(base / "evaluation.json", result)
     if report and first is not None:
         from sparseconn.engine.report import write_run_report
 
         result["report"] = [str(p) for p in write_run_report(base, cfg, task, rows, first, outputs, scores, size,
-                                                                        device=device)]
+                                                                        device=device, sets=sets, warnings=notes)]
     return result

@@ -38,6 +38,6 @@ def pipeline(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOpt
         result = evaluate(out, opts, latency_size=latency_size)
         summary["evaluation"] = result["rows"]
         summary.update({k: result[k] for k in ("device", "test_items", "latency_size", "child_model",
-                                               "metric_labels")})
+                                               "metric_labels", "sets")})
         atomic_write_json(out / "summary.json", summary)
     return summary

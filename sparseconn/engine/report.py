@@ -204,9 +204,11 @@ def _plural(n: int, word: str) -> str:
 
 
 def write_run_report(base: Path, cfg: Any, task: Any, rows: list[dict], batch: dict, outputs: dict,
-                     scores: dict[str, str], size: tuple[int, int], device: str | None = None) -> tuple[Path, Path]:
-    """``report.md`` and ``report.html`` in ``base`` with the comparison table, the pictures (in
-    ``base/figures``) and the config used."""
+                     scores: dict[str, str], size: tuple[int, int], device: str | None = None,
+                     sets: dict[str, dict] | None = None, warnings: list[str] | None = None) -> tuple[Path, Path]:
+    """``report.md`` and ``report.html`` in ``base`` with the comparison table, a table per extra test set
+    (``sets``: label -> ``{"items": n, "rows": [...]}``, as ``evaluation.json`` holds them), the pictures
+    (in ``base/figures``) and the config used."""
     from sparseconn.viz import comparison_rows, save_figure, write_report
 
     base = Path(base)
@@ -245,6 +247,8 @@ def write_run_report(base: Path, cfg: Any, task: Any, rows: list[dict], batch: d
     if baselines:
         notes.append(f"Baseline{'s' if len(baselines) > 1 else ''} {', '.join(baselines)}: NumPy on the CPU; "
                      "no learned parameters, MACs not counted.")
+    notes += list(warnings or [])
     metrics = list(getattr(task, "metric_names", ()) or ()) or None
+    tables = {f"{label} ({_plural(int(s['items']), 'item')})": s["rows"] for label, s in (sets or {}).items()}
     return write_report(base, comparison_rows(rows), images, cfg.dump(), title=f"sparseconn report: {base.name}",
-                        notes=notes, metrics=metrics)
+                        notes=notes, metrics=metrics, tables=tables)

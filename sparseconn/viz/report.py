@@ -101,14 +101,15 @@ COST_COLUMNS: list[Column] = [
 _NOT_METRICS = {"model", "speedup"} | {key for _, key, _ in COST_COLUMNS}
 
 
-def columns(rows: list[Mapping[str, Any]], metrics: Sequence[str] | None = None) -> list[Column]:
+def columns(rows: list[Mapping[str, Any]], metrics: Sequence[str] | None = None, costs: bool = True) -> list[Column]:
     """The table's columns after ``model``: the metrics, then connections (if any row has one), params,
-    MACs, latency and speed-up. ``metrics=None`` takes every key that is not one of those, in order."""
+    MACs, latency and speed-up (unless ``costs`` is False). ``metrics=None`` takes every key that is not
+    one of those, in order."""
     if metrics is None:
         metrics = list(dict.fromkeys(k for r in rows for k in r if k not in _NOT_METRICS))
     cols = [KNOWN_METRICS.get(str(m).lower(), (str(m), m, _fmt(".4g"))) for m in metrics]
     cols = [(header, m, render) for (header, _, render), m in zip(cols, metrics, strict=True)]
-    for col in COST_COLUMNS:
+    for col in COST_COLUMNS if costs else ():
         if col[1] != "connections" or any(_number(r.get("connections")) is not None for r in rows):
             cols.append(col)
     return cols
@@ -118,11 +119,18 @@ def _cells(row: Mapping[str, Any], cols: list[Column]) -> list[str]:
     return [str(row.get("model", MISSING))] + [render(row.get(key)) for _, key, render in cols]
 
 
-def _markdown(title, rows, cols, images, out_dir, config_text, notes) -> str:
+def _md_table(rows, cols) -> list[str]:
     header = ["model"] + [h for h, _, _ in cols]
-    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row, cols)) + " |")
+    return lines
+
+
+def _markdown(title, rows, cols, images, out_dir, config_text, notes, tables) -> str:
+    lines = [f"# {title}", ""] + _md_table(rows, cols)
+    for caption, (t_rows, t_cols) in tables.items():
+        lines += ["", f"## {caption}", ""] + _md_table(t_rows, t_cols)
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
     for caption, path in images.items():
@@ -138,13 +146,19 @@ td{text-align:right}td:first-child{text-align:left}th{background:#f3f3f3}
 img{max-width:100%;border:1px solid #eee}pre{background:#f6f6f6;padding:1em;overflow-x:auto}"""
 
 
-def _html(title, rows, cols, images, config_text, notes) -> str:
+def _html_table(rows, cols) -> str:
     esc = html.escape
     header = "".join(f"<th>{esc(h)}</th>" for h in ["model"] + [h for h, _, _ in cols])
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in _cells(r, cols)) + "</tr>\n" for r in rows)
+    return f"<table><thead><tr>{header}</tr></thead><tbody>\n{body}</tbody></table>"
+
+
+def _html(title, rows, cols, images, config_text, notes, tables) -> str:
+    esc = html.escape
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>",
-             f"<style>{_CSS}</style></head><body>", f"<h1>{esc(title)}</h1>",
-             f"<table><thead><tr>{header}</tr></thead><tbody>\n{body}</tbody></table>"]
+             f"<style>{_CSS}</style></head><body>", f"<h1>{esc(title)}</h1>", _html_table(rows, cols)]
+    for caption, (t_rows, t_cols) in tables.items():
+        parts += [f"<h2>{esc(caption)}</h2>", _html_table(t_rows, t_cols)]
     if notes:
         parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
     for caption, path in images.items():
@@ -163,11 +177,13 @@ def write_report(
     title: str = "sparseconn report",
     notes: list[str] | None = None,
     metrics: Sequence[str] | None = None,
+    tables: Mapping[str, list[Mapping[str, Any]]] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``report.md`` (images linked relative to ``out_dir``) and a self-contained ``report.html``
     (images inlined as base64) into ``out_dir``; returns both paths. ``images`` maps a caption to a
     picture file; ``rows`` without ``speedup`` go through :func:`comparison_rows` first; ``metrics``
-    names the metric columns (see :func:`columns`).
+    names the metric columns (see :func:`columns`). ``tables`` maps a caption to more rows (e.g. the
+    models on another test set), shown after the main table with the metric columns only.
 
     Both texts are built before either file is written, and each file is written atomically: a
     failure (a missing picture, a bad row) leaves any earlier report untouched.
@@ -180,8 +196,9 @@ def write_report(
         rows = comparison_rows(list(rows))
     notes = list(notes or [])
     cols = columns(rows, metrics)
-    md_text = _markdown(title, rows, cols, images, out, config_text, notes)
-    html_text = _html(title, rows, cols, images, config_text, notes)
+    extra = {caption: (list(t), columns(list(t), metrics, costs=False)) for caption, t in (tables or {}).items()}
+    md_text = _markdown(title, rows, cols, images, out, config_text, notes, extra)
+    html_text = _html(title, rows, cols, images, config_text, notes, extra)
     md = atomic_write_text(out / "report.md", md_text)
     page = atomic_write_text(out / "report.html", html_text)
     return md, page
