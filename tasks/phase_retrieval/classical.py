@@ -5,15 +5,25 @@ the centre, inverse FFT, take the angle; compensate the aberration with a sample
 hologram (complex division) or a robust polynomial fit on background pixels; unwrap (Herráez,
 ``skimage.restoration.unwrap_phase``); subtract the background level so the background is ≈ 0.
 
-Sign convention: for ``I = … + 2|R||O| cos(2π(fx·x + fy·y) + φ)`` with the carrier in the half plane
-``fx > 0`` (or ``fx = 0, fy > 0``) the result is ``+φ``. A single hologram cannot tell a carrier ``f``
-with phase ``φ`` from ``−f`` with ``−φ``; pass ``sideband`` for carriers in the other half plane.
+Sign convention: a single hologram cannot tell a carrier ``f`` with phase ``φ`` from ``−f`` with
+``−φ`` (``cos`` is even), so the sign is a choice, made by ``sideband``:
+
+- ``"+"``: the order in the half plane ``fx > 0`` (or ``fx = 0, fy > 0``); for
+  ``I = … + 2|R||O| cos(2π(fx·x + fy·y) + φ)`` with the carrier in that half plane the result is ``+φ``.
+- ``"-"``: the opposite order, i.e. the conjugate field: ``−φ`` for the same hologram, which is ``+φ``
+  for the mirrored convention ``cos(2π f·r − φ)`` or for the image rotated by 180°.
+- ``"auto"`` (default): whichever of the two makes the sample positive against the medium (cells are
+  optically denser), see :func:`retrieve_phase_info`.
+- ``(fx, fy)``: that order exactly.
+
 Frequencies are in cycles/px throughout (x = column, y = row).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -28,6 +38,10 @@ _RADIUS_FRACTION = 1.0 / 3.0
 _TAPER = 0.3  # width of the raised-cosine edge as a fraction of the radius; a hard disk rings (Gibbs)
 _DC_EXCLUSION = 0.05  # cycles/px: the detector ignores carriers with periods above 20 px
 _THRESHOLDS = (2.0, 1.0, 0.5, 0.25, 0.12)  # rad: background band of the successive fits
+
+Sideband = Literal["auto", "+", "-"] | tuple[float, float]
+_SIGN_PIXELS = 64 * 64  # grid on which "auto" compares the two signs (see _denser_sign)
+SIDEBAND_FORMS = "'auto', '+', '-' or (fx, fy) in cycles/px (each within ±0.5, not both 0)"
 
 
 def _freq_grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +107,27 @@ def _poly_basis(shape: tuple[int, int], order: int, step: int = 1) -> np.ndarray
     return np.stack(cols, axis=1)
 
 
+def _lstsq(basis: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients (n_terms,) by the normal equations: monomials of order ≤ 6 on [-1, 1]² are
+    well conditioned (cond(AᵀA) ≈ 1e2 at order 3, 1e4 at 6), and this is ~7× faster than ``lstsq``'s SVD."""
+    try:
+        return np.linalg.solve(basis.T @ basis, basis.T @ values)
+    except np.linalg.LinAlgError:  # a degenerate mask (e.g. one row of pixels): fall back to the SVD
+        return np.linalg.lstsq(basis, values, rcond=None)[0]
+
+
+def _poly_surface(coef: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
+    """Σ c_ij x^i y^j on the full (H, W) grid, as (H, n+1) @ C @ (n+1, W): no (H·W, n_terms) basis."""
+    h, w = shape
+    x = 2 * np.arange(w) / max(w - 1, 1) - 1
+    y = 2 * np.arange(h) / max(h - 1, 1) - 1
+    c = np.zeros((order + 1, order + 1))  # c[j, i] multiplies x^i y^j, in _poly_basis's term order
+    terms = [(i, j) for i in range(order + 1) for j in range(order + 1 - i)]
+    for k, (i, j) in enumerate(terms):
+        c[j, i] = coef[k]
+    return np.vander(y, order + 1, increasing=True) @ c @ np.vander(x, order + 1, increasing=True).T
+
+
 def fit_background(phase: np.ndarray, order: int = 3, mask: np.ndarray | None = None,
                    thresholds: tuple[float, ...] = _THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
     """Robust polynomial fit of the background of an unwrapped phase map (H, W) rad.
@@ -116,7 +151,7 @@ def fit_background(phase: np.ndarray, order: int = 3, mask: np.ndarray | None = 
     noise = 1.4826 * float(np.median(np.abs(np.diff(phi, axis=1)))) / math.sqrt(2.0)
     erode = max(1, min(h, w) // (64 * step))
     for t in thresholds:
-        coef, *_ = np.linalg.lstsq(basis[keep.ravel()], sub.ravel()[keep.ravel()], rcond=None)
+        coef = _lstsq(basis[keep.ravel()], sub.ravel()[keep.ravel()])
         resid = sub - (basis @ coef).reshape(sub.shape)
         resid -= np.median(resid[keep])
         t = max(t, 3 * noise)
@@ -125,40 +160,115 @@ def fit_background(phase: np.ndarray, order: int = 3, mask: np.ndarray | None = 
         if new.sum() < basis.shape[1] * 4:  # too few background pixels left: keep the last mask
             break
         keep = new
-    coef, *_ = np.linalg.lstsq(basis[keep.ravel()], sub.ravel()[keep.ravel()], rcond=None)
-    surface = (_poly_basis((h, w), order) @ coef).reshape(h, w)
+    coef = _lstsq(basis[keep.ravel()], sub.ravel()[keep.ravel()])
+    surface = _poly_surface(coef, (h, w), order)
     full_mask = np.repeat(np.repeat(keep, step, 0), step, 1)[:h, :w]
     return surface, full_mask
 
 
-def retrieve_phase(hologram: np.ndarray, background: np.ndarray | None = None, *,
-                   filter_radius: float | None = None, sideband: tuple[float, float] | None = None,
-                   poly_order: int = 3) -> np.ndarray:
-    """Unwrapped, aberration-compensated phase (H, W) float32 in rad from one hologram (H, W).
+def check_sideband(sideband: object) -> Sideband:
+    """``sideband`` as :func:`retrieve_phase` takes it: a form of :data:`SIDEBAND_FORMS`, a pair as a
+    tuple of floats; ValueError naming the bad value otherwise."""
+    if isinstance(sideband, str):
+        if sideband in ("auto", "+", "-"):
+            return sideband  # type: ignore[return-value]
+    elif isinstance(sideband, (tuple, list, np.ndarray)) and len(sideband) == 2:
+        pair = [v for v in sideband if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)]
+        fx, fy = (float(v) for v in pair) if len(pair) == 2 else (math.nan, math.nan)
+        if all(math.isfinite(v) and abs(v) <= 0.5 for v in (fx, fy)) and (fx, fy) != (0.0, 0.0):
+            return fx, fy
+    raise ValueError(f"sideband must be {SIDEBAND_FORMS}, got {sideband!r}")
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """What :func:`retrieve_phase_info` returns."""
+
+    phase: np.ndarray
+    """Unwrapped, aberration-compensated phase (H, W) float32 rad, background ≈ 0."""
+    sideband: tuple[float, float]
+    """The order demodulated, ``(fx, fy)`` cycles/px: ``phase`` is ``+φ`` for ``cos(2π f·r + φ)``."""
+
+
+def retrieve_phase_info(hologram: np.ndarray, background: np.ndarray | None = None, *,
+                        filter_radius: float | None = None, sideband: Sideband = "auto",
+                        poly_order: int = 3) -> Retrieval:
+    """Unwrapped, aberration-compensated phase of one hologram (H, W) and the sideband that gave it.
 
     ``background``: a sample-free hologram of the same setup; its field divides the sample's field
     (removing carrier remainder, aberration and illumination), and only the level is then fitted.
     Without it, a polynomial of ``poly_order`` is fitted to the background pixels and subtracted;
     the default 3 covers coma (the simulator's aberrations are exact cubics; order 2 left 0.1 rad RMSE
     of coma even on a perfect background mask).
-    ``sideband`` (fx, fy) cycles/px defaults to :func:`find_sideband` on the hologram.
+    ``sideband``: see the module docstring; ``"+"``, ``"-"`` and ``"auto"`` locate the carrier with
+    :func:`find_sideband`. ``"auto"`` unwraps once and, for both signs ``s`` of ``s·φ``, fits the
+    background (lower envelope, :func:`fit_background`) and scores the residual's positive minus
+    negative mass; the larger wins (ties go to ``"+"``). Cells are optically denser than the medium,
+    so only the right sign leaves them above the fitted background. With ``background`` the choice is
+    made the same way on the compensated field. The score needs medium in view and a background the
+    fit can follow: on ~500 simulated fields (both conventions, with and without background) it chose
+    wrong once, without a background and with aberrations beyond the cubic; where cells cover most of
+    the field the envelope fit may take them for the background. Pass the sign for such data.
     """
+    sideband = check_sideband(sideband)
     holo = np.asarray(hologram, dtype=np.float64)
     if holo.ndim != 2:
         raise ValueError(f"expected one 2-D hologram, got shape {holo.shape}")
-    if sideband is None:
-        sideband = find_sideband(holo)
-    field = demodulate(holo, sideband, filter_radius)
+    carrier = find_sideband(holo) if isinstance(sideband, str) else sideband
+    field = demodulate(holo, carrier, filter_radius)
     order = poly_order
     if background is not None:
         bg = np.asarray(background, dtype=np.float64)
         if bg.shape != holo.shape:
             raise ValueError(f"background shape {bg.shape} differs from hologram shape {holo.shape}")
-        field = field * np.conj(demodulate(bg, sideband, filter_radius))
+        field = field * np.conj(demodulate(bg, carrier, filter_radius))
         order = 0
+    # The opposite order of a real image is the conjugate field, whose unwrapped phase is −φ: one FFT
+    # and one unwrap serve both signs.
     phi = unwrap_phase(np.angle(field))
-    surface, _ = fit_background(phi, order)
-    return (phi - surface).astype(np.float32)
+    sign, surface = (-1.0 if sideband == "-" else 1.0), None
+    if sideband == "auto":
+        sign, surface = _denser_sign(phi, order)
+    if surface is None:
+        surface, _ = fit_background(sign * phi, order)
+    # + 0.0 turns −0.0 (a carrier on an axis) into 0.0, so meta.json never records "-0.0".
+    return Retrieval((sign * phi - surface).astype(np.float32),
+                     (sign * carrier[0] + 0.0, sign * carrier[1] + 0.0))
+
+
+def _denser_sign(phi: np.ndarray, order: int) -> tuple[float, np.ndarray | None]:
+    """The sign ``s`` (±1) for which ``s·phi`` (H, W) rad stands highest above its fitted background,
+    and that background (H, W) when it was fitted at full size, else None.
+
+    Scored on every ``step``-th pixel, ``step = ⌊√(H·W / _SIGN_PIXELS)⌋`` (fields below 128² at full
+    size, and that fit is kept): the sign is a whole-field property, and two fits on a 64²–128² grid cost
+    a fraction of the full-size fit that follows. Measured with one BLAS thread, auto took 1.05× the
+    "+" path at 512², 1.1× at 256² and ~1.5× at 64²–128² (a few ms, where one fit is most of the
+    cost); full-size fits of both signs took 1.2× at 512². The 64² grid also chose the sign better
+    than 128² or full size on simulated fields (1 wrong of 320 against 4).
+    """
+    step = max(1, int(math.sqrt(phi.size / _SIGN_PIXELS)))
+    coarse = phi[::step, ::step]  # (⌈H/step⌉, ⌈W/step⌉)
+    best: tuple[float, float, np.ndarray] | None = None
+    for s in (1.0, -1.0):
+        surface, _ = fit_background(s * coarse, order)
+        score = float(np.mean(s * coarse - surface))  # positive minus negative mass, per pixel
+        if best is None or score > best[0]:  # ties go to "+"
+            best = (score, s, surface)
+    assert best is not None
+    return best[1], (best[2] if step == 1 else None)
+
+
+def retrieve_phase(hologram: np.ndarray, background: np.ndarray | None = None, *,
+                   filter_radius: float | None = None, sideband: Sideband = "auto",
+                   poly_order: int = 3) -> np.ndarray:
+    """Unwrapped, aberration-compensated phase (H, W) float32 in rad from one hologram (H, W).
+
+    The phase of :func:`retrieve_phase_info` (same arguments), for callers that do not record the
+    sideband.
+    """
+    return retrieve_phase_info(hologram, background, filter_radius=filter_radius, sideband=sideband,
+                               poly_order=poly_order).phase
 
 
 class FourierPhaseRetrieval:
@@ -167,14 +277,14 @@ class FourierPhaseRetrieval:
     Accepts one (H, W) hologram or a batch (..., H, W) as a numpy array or a torch tensor (e.g. the
     (B, 1, H, W) batches the networks get) and returns the same type and shape. With ``phase_range``
     the output is ``phase / phase_range`` clipped to [0, 1], comparable with the networks' output.
+    ``sideband`` is chosen per hologram (see :func:`retrieve_phase_info`).
     """
 
     def __init__(self, background: np.ndarray | None = None, *, filter_radius: float | None = None,
-                 sideband: tuple[float, float] | None = None, poly_order: int = 3,
-                 phase_range: float | None = None) -> None:
+                 sideband: Sideband = "auto", poly_order: int = 3, phase_range: float | None = None) -> None:
         self.background = background
         self.filter_radius = filter_radius
-        self.sideband = sideband
+        self.sideband = check_sideband(sideband)
         self.poly_order = poly_order
         self.phase_range = phase_range
 

@@ -7,6 +7,7 @@ phase-retrieval plugin loads; both commands are thin layers over :mod:`tasks.pha
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,19 @@ def _refuse_existing(folder: Path, force: bool) -> None:
         return
     if any(f for f in folder.iterdir() if not f.name.startswith(".")):
         raise DataError(f"{folder} already holds files; choose another --out or pass --force to overwrite")
+
+
+def _parse_sideband(text: str) -> str | tuple[float, float]:
+    """``--sideband`` checked by :func:`~tasks.phase_retrieval.classical.check_sideband` (a pair is
+    written ``FX,FY``); DataError naming the text and the accepted forms otherwise."""
+    from tasks.phase_retrieval.classical import SIDEBAND_FORMS, check_sideband
+
+    parts = text.split(",")
+    try:
+        return check_sideband(tuple(float(p) for p in parts) if len(parts) == 2 else text)
+    except ValueError:  # float() or check_sideband
+        raise DataError(f"--sideband {text!r}: expected {SIDEBAND_FORMS}, a pair written FX,FY "
+                        f"(e.g. 0.2,0.2)") from None
 
 
 def add_data_commands(app: typer.Typer) -> None:
@@ -86,19 +100,36 @@ def add_data_commands(app: typer.Typer) -> None:
                                        help="Aberration fit order when an image has no background hologram."),
         filter_radius: float | None = typer.Option(None, "--filter-radius",
                                                    help="Sideband window radius, cycles/px (default: automatic)."),
+        sideband: str = typer.Option("auto", "--sideband",
+                                     help="Which +1 order: auto (the sign that makes cells positive), + (half "
+                                          "plane fx > 0), - (the other one) or FX,FY in cycles/px."),
         force: bool = typer.Option(False, "--force", help="Overwrite existing phase maps in --out."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
     ) -> None:
-        """Ground-truth phases for real holograms with the classical FT + unwrapping pipeline."""
+        """Ground-truth phases for real holograms with the classical FT + unwrapping pipeline.
+
+        Each frame's sideband and clipped share go to meta.json; a frame whose phase fell well below
+        the background (usually the wrong sign) gets a "warning:" line on stderr.
+        """
         from tasks.phase_retrieval.imageio_ import IMAGE_SUFFIXES, index_images
-        from tasks.phase_retrieval.prepare import make_ground_truth
+        from tasks.phase_retrieval.prepare import ClippedPhaseWarning, make_ground_truth
 
         if filter_radius is not None and not 0 < filter_radius < 0.5:
             raise DataError(f"--filter-radius must be in (0, 0.5) cycles/px, got {filter_radius}")
+        chosen = _parse_sideband(sideband)
         total = len(index_images(raw_dir / "interferograms", IMAGE_SUFFIXES))
         _refuse_existing(out / "phases", force)
-        with _progress("retrieving", total, quiet) as progress:
-            make_ground_truth(raw_dir, out, progress, filter_radius=filter_radius, poly_order=poly_order)
+        # Warnings are collected and printed after the progress bar, one "warning:" line each (as
+        # `evaluate` prints its notes), instead of Python's two-line file:line format inside the bar.
+        with _progress("retrieving", total, quiet) as progress, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ClippedPhaseWarning)
+            make_ground_truth(raw_dir, out, progress, filter_radius=filter_radius, poly_order=poly_order,
+                              sideband=chosen)
+        for w in caught:
+            if issubclass(w.category, ClippedPhaseWarning):
+                typer.echo(f"warning: {w.message}", err=True)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         typer.echo(f"wrote {total} phase maps to {out / 'phases'}")
 
     app.add_typer(data, name="data")

@@ -2,7 +2,9 @@
 
 - :func:`write_synthetic`: simulated holograms, true phases and backgrounds.
 - :func:`make_ground_truth`: real holograms, phases from the classical pipeline (as the paper's
-  ground truth was made: FT method, background compensation, unwrapping).
+  ground truth was made: FT method, background compensation, unwrapping). Each frame's sideband and
+  the share of its pixels clipped at 0 go to ``meta.json``; a frame that lost more than noise to the
+  clip raises a :class:`ClippedPhaseWarning` (usually the wrong sideband sign: cells came out negative).
 
 Every file goes through an atomic write (temporary file, then rename), and ``meta.json`` is written
 last, so a folder with ``meta.json`` is complete. Re-running over the same folder overwrites the
@@ -14,14 +16,16 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sparseconn.errors import DataError
 from sparseconn.fileio import atomic_path, atomic_write_json, atomic_write_text
-from tasks.phase_retrieval.classical import find_sideband, fit_background, retrieve_phase
+from tasks.phase_retrieval.classical import Sideband, check_sideband, find_sideband, fit_background, retrieve_phase_info
 from tasks.phase_retrieval.data import background_path, default_split, read_split
 from tasks.phase_retrieval.imageio_ import IMAGE_SUFFIXES, index_images, read_image, write_tiff
 from tasks.phase_retrieval.simulate import SimConfig, simulate
@@ -31,6 +35,16 @@ Progress = Callable[[int], None]
 # Percentile of the background pixels taken as "the minimum": a literal minimum would follow the
 # single noisiest pixel, so the shift would differ by several noise σ from image to image.
 _BACKGROUND_MIN_PERCENTILE = 0.5
+# A frame warns when more than _CLIP_WARN_FRACTION of its pixels were clipped AND the deepest lay more
+# than _CLIP_WARN_DEPTH rad below the background. The floor above clips 0.5% of the background pixels
+# by construction, a few noise σ (≈ 0.05 rad) deep; the wrong sideband sign clips whole cells, tens
+# of percent of the field at rad depth.
+_CLIP_WARN_FRACTION = 0.01
+_CLIP_WARN_DEPTH = 0.5  # rad
+
+
+class ClippedPhaseWarning(UserWarning):
+    """A ground-truth frame lost more than noise to the clip at 0 (see :func:`make_ground_truth`)."""
 
 
 def _write_splits(out: Path, splits: dict[str, list[str]]) -> None:
@@ -83,35 +97,68 @@ def write_synthetic(out_dir: str | os.PathLike[str], n: int, cfg: SimConfig, see
     return out
 
 
-def ground_truth_phase(hologram: np.ndarray, background: np.ndarray | None = None, *,
-                       filter_radius: float | None = None, poly_order: int = 3) -> np.ndarray:
-    """Classical phase (H, W) float32 rad, shifted so the background's robust minimum is 0, clipped ≥ 0.
+@dataclass(frozen=True)
+class GroundTruth:
+    """One frame's ground truth and what making it did (see :func:`ground_truth_info`)."""
+
+    phase: np.ndarray
+    """Phase (H, W) float32 rad, background's robust minimum at 0, clipped ≥ 0."""
+    sideband: tuple[float, float]
+    """The order demodulated, ``(fx, fy)`` cycles/px."""
+    clipped_fraction: float
+    """Share of the pixels that lay below 0 and were set to 0."""
+    clipped_depth: float
+    """How far below 0 the lowest pixel lay, rad (0 when none was clipped)."""
+
+
+def ground_truth_info(hologram: np.ndarray, background: np.ndarray | None = None, *,
+                      filter_radius: float | None = None, poly_order: int = 3, sideband: Sideband = "auto"
+                      ) -> GroundTruth:
+    """Classical phase, shifted so the background's robust minimum is 0 and clipped ≥ 0, with its record.
 
     The network's output (ReLU6 / 6) cannot be negative, so negative noise in the background is
-    clipped rather than left as an unreachable target.
+    clipped rather than left as an unreachable target; ``clipped_fraction`` and ``clipped_depth`` say
+    how much went. ``sideband``: see :func:`~tasks.phase_retrieval.classical.retrieve_phase_info`.
     """
-    phase = retrieve_phase(hologram, background, filter_radius=filter_radius, poly_order=poly_order)
-    _, mask = fit_background(phase, order=0)
-    floor = float(np.percentile(phase[mask], _BACKGROUND_MIN_PERCENTILE))
-    return np.clip(phase - floor, 0.0, None).astype(np.float32)
+    got = retrieve_phase_info(hologram, background, filter_radius=filter_radius, sideband=sideband,
+                              poly_order=poly_order)
+    _, mask = fit_background(got.phase, order=0)
+    shifted = got.phase - float(np.percentile(got.phase[mask], _BACKGROUND_MIN_PERCENTILE))
+    below = shifted < 0
+    depth = float(-shifted.min()) if below.any() else 0.0
+    return GroundTruth(np.clip(shifted, 0.0, None).astype(np.float32), got.sideband, float(below.mean()), depth)
+
+
+def ground_truth_phase(hologram: np.ndarray, background: np.ndarray | None = None, *,
+                       filter_radius: float | None = None, poly_order: int = 3, sideband: Sideband = "auto"
+                       ) -> np.ndarray:
+    """The phase (H, W) float32 rad of :func:`ground_truth_info` (same arguments)."""
+    return ground_truth_info(hologram, background, filter_radius=filter_radius, poly_order=poly_order,
+                             sideband=sideband).phase
 
 
 def make_ground_truth(raw_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                       progress: Progress | None = None, *, filter_radius: float | None = None,
-                      poly_order: int = 3) -> Path:
+                      poly_order: int = 3, sideband: Sideband = "auto") -> Path:
     """Phase maps for real holograms with the classical pipeline, written in the folder layout.
 
     ``raw_dir`` holds ``interferograms/`` and optionally ``backgrounds/`` (``NAME.*`` or one shared
     ``background.*``) and ``splits/``. Interferograms and backgrounds are copied unchanged to
-    ``out_dir`` (which may be ``raw_dir``); each phase (see :func:`ground_truth_phase`) goes to
+    ``out_dir`` (which may be ``raw_dir``); each phase (see :func:`ground_truth_info`) goes to
     ``phases/NAME.tif``. ``meta.json`` gets ``phase_range`` = the largest phase of the set rounded
-    up to a whole radian. ``progress(k)`` is called with the number of images done. Returns ``out_dir``.
+    up to a whole radian (at least 1), the ``sideband`` setting, and per frame under ``frames``
+    (``{NAME: {"sideband": [fx, fy], "clipped_fraction": f, "clipped_depth": rad}}``) the order used
+    and what the clip at 0 took. A frame with more than 1% of its pixels clipped, down to more than
+    0.5 rad below the background, raises a :class:`ClippedPhaseWarning` naming it. ``progress(k)`` is
+    called with the number of images done. Returns ``out_dir``.
     """
+    setting = check_sideband(sideband)  # before any file is written
     raw, out = Path(raw_dir), Path(out_dir)
     holos = index_images(raw / "interferograms", IMAGE_SUFFIXES)
     peak = 0.0
     with_background = 0
     carrier: tuple[float, float] | None = None
+    frames: dict[str, dict[str, object]] = {}
     for k, (name, holo_path) in enumerate(holos.items(), start=1):
         holo = read_image(holo_path)
         bg_path = background_path(raw, name)
@@ -125,9 +172,16 @@ def make_ground_truth(raw_dir: str | os.PathLike[str], out_dir: str | os.PathLik
             _copy(bg_path, out / "backgrounds" / bg_path.name)
         if carrier is None:
             carrier = find_sideband(holo)  # one setup, one carrier: recorded for the data set's symmetries
-        phase = ground_truth_phase(holo, bg, filter_radius=filter_radius, poly_order=poly_order)
-        peak = max(peak, float(phase.max()))
-        write_tiff(out / "phases" / f"{name}.tif", phase)
+        truth = ground_truth_info(holo, bg, filter_radius=filter_radius, poly_order=poly_order, sideband=setting)
+        frames[name] = {"sideband": list(truth.sideband), "clipped_fraction": round(truth.clipped_fraction, 6),
+                        "clipped_depth": round(truth.clipped_depth, 4)}
+        if truth.clipped_fraction > _CLIP_WARN_FRACTION and truth.clipped_depth > _CLIP_WARN_DEPTH:
+            warnings.warn(f"{holo_path}: {truth.clipped_fraction:.1%} of the pixels lay below the background "
+                          f"(down to -{truth.clipped_depth:.2f} rad) and were clipped to 0; check the sideband "
+                          f"sign (used {truth.sideband[0]:.4f}, {truth.sideband[1]:.4f} cycles/px)",
+                          ClippedPhaseWarning, stacklevel=2)
+        peak = max(peak, float(truth.phase.max()))
+        write_tiff(out / "phases" / f"{name}.tif", truth.phase)
         _copy(holo_path, out / "interferograms" / holo_path.name)
         if progress is not None:
             progress(k)
@@ -138,6 +192,7 @@ def make_ground_truth(raw_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     else:
         _write_splits(out, default_split(names))
     atomic_write_json(out / "meta.json", {
+        # ceil of a float32 maximum (exactly representable as a float) is ≥ it: no phase exceeds the range.
         "phase_range": float(max(1, math.ceil(peak))),
         "carrier": list(carrier) if carrier is not None else None,
         "source": "classical",
@@ -145,5 +200,7 @@ def make_ground_truth(raw_dir: str | os.PathLike[str], out_dir: str | os.PathLik
         "with_background": with_background,
         "poly_order": poly_order,
         "filter_radius": filter_radius,
+        "sideband": setting if isinstance(setting, str) else list(setting),
+        "frames": frames,
     })
     return out

@@ -15,6 +15,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sparseconn.cli import app
+from tasks.phase_retrieval.classical import find_sideband
+from tasks.phase_retrieval.simulate import SimConfig
+from tests.phase_retrieval.test_sign import CONVENTIONS, field, nominal_carrier, with_medium
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "tasks" / "phase_retrieval.yaml"
@@ -109,6 +112,83 @@ def test_data_truth_bad_input_names_the_file(tmp_path: Path, case: str) -> None:
     r = invoke("data", "truth", raw, "--out", tmp_path / "out", "--quiet")
     assert_one_line_error(r, expect)
     assert not (tmp_path / "out" / "meta.json").exists()
+
+
+def sim64() -> SimConfig:
+    """The SIM64 settings as a config (cells and aberration for the hologram helpers of test_sign)."""
+    return SimConfig(size=64, carrier_period=3.0, semi_axis=(8.0, 14.0), n_cells=(1, 2), tilt=0.5, defocus=0.5,
+                     astigmatism=0.3, coma=0.2)
+
+
+def write_raw(root: Path, frames: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
+    """``root/interferograms/NAME.tif`` and ``root/backgrounds/NAME.tif`` from {NAME: (hologram, background)}."""
+    for sub in ("interferograms", "backgrounds"):
+        (root / sub).mkdir(parents=True)
+    for name, (holo, bg) in frames.items():
+        tifffile.imwrite(root / "interferograms" / f"{name}.tif", holo)
+        tifffile.imwrite(root / "backgrounds" / f"{name}.tif", bg)
+    return root
+
+
+def test_data_truth_reads_plus_phi_in_every_convention(tmp_path: Path) -> None:
+    """Standard, mirrored (cos(2π f·r − φ)) and 180°-turned holograms all give +φ (default --sideband auto)."""
+    cfg = sim64()
+    f = nominal_carrier(cfg)
+    samples = {f"{c}_{k}": field(base, f, c) for c in CONVENTIONS for k, base in enumerate(with_medium(cfg, 2))}
+    raw = write_raw(tmp_path / "raw", {n: (s.hologram, s.background) for n, s in samples.items()})
+    r = invoke("data", "truth", raw, "--out", tmp_path / "gt", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "warning" not in r.output
+    meta = json.loads((tmp_path / "gt" / "meta.json").read_text())
+    assert meta["sideband"] == "auto" and set(meta["frames"]) == set(samples)
+    peak = 0.0
+    for name, s in samples.items():
+        got = tifffile.imread(tmp_path / "gt" / "phases" / f"{name}.tif")
+        assert float(np.sqrt(np.mean((got - s.phase) ** 2))) < 0.05, name
+        sign = 1.0 if name.startswith("standard") else -1.0  # the order used: +f, or −f for the other two
+        assert np.dot(meta["frames"][name]["sideband"], f) * sign > 0, name
+        assert meta["frames"][name]["clipped_fraction"] < 0.01, name
+        peak = max(peak, float(got.max()))
+    assert peak <= meta["phase_range"]
+
+
+def test_data_truth_warns_on_a_clipped_frame(tmp_path: Path) -> None:
+    """--sideband + on a mirrored hologram reads −φ: the cells are clipped away, and the CLI says so."""
+    cfg = sim64()
+    f = nominal_carrier(cfg)
+    base = with_medium(cfg, 1)[0]
+    good, bad = field(base, f, "standard"), field(base, f, "mirrored")
+    raw = write_raw(tmp_path / "raw", {"good": (good.hologram, good.background), "bad": (bad.hologram, bad.background)})
+    r = invoke("data", "truth", raw, "--out", tmp_path / "gt", "--quiet", "--sideband", "+")
+    assert r.exit_code == 0, r.output
+    warned = [ln for ln in r.output.splitlines() if ln.startswith("warning:")]
+    assert len(warned) == 1 and "bad.tif" in warned[0] and "sideband" in warned[0], r.output
+    meta = json.loads((tmp_path / "gt" / "meta.json").read_text())
+    assert meta["sideband"] == "+"
+    assert meta["frames"]["bad"]["clipped_fraction"] > 0.01 and meta["frames"]["bad"]["clipped_depth"] > 0.5
+    assert meta["frames"]["good"]["clipped_fraction"] < 0.01
+
+
+def test_data_truth_explicit_sideband(tmp_path: Path) -> None:
+    """FX,FY picks that order (a value starting with '-' is still the option's value)."""
+    cfg = sim64()
+    s = field(with_medium(cfg, 1)[0], nominal_carrier(cfg), "mirrored")
+    fx, fy = find_sideband(s.hologram)
+    raw = write_raw(tmp_path / "raw", {"m": (s.hologram, s.background)})
+    r = invoke("data", "truth", raw, "--out", tmp_path / "gt", "--quiet", "--sideband", f"{-fx},{-fy}")
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "gt" / "meta.json").read_text())
+    assert meta["sideband"] == [-fx, -fy] == meta["frames"]["m"]["sideband"]
+    got = tifffile.imread(tmp_path / "gt" / "phases" / "m.tif")
+    assert float(np.sqrt(np.mean((got - s.phase) ** 2))) < 0.05
+
+
+@pytest.mark.parametrize("value", ["up", "0,0", "0.2", "0.2,x", "0.7,0.1", "+,-"])
+def test_data_truth_bad_sideband_is_one_line(tmp_path: Path, value: str) -> None:
+    raw = write_raw(tmp_path / "raw", {})
+    r = invoke("data", "truth", raw, "--out", tmp_path / "gt", "--quiet", "--sideband", value)
+    assert_one_line_error(r, "--sideband", repr(value), "auto", "FX,FY")
+    assert not (tmp_path / "gt").exists()
 
 
 @pytest.fixture(scope="module")
