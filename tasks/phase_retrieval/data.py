@@ -190,6 +190,10 @@ class PhaseFolderDataset(Dataset):
             self.transforms = dihedral_transforms(symmetries, carrier)
         self.seed = seed
         self.epoch = 0
+        # Evaluation items carry the sample-free hologram when every item has one (the classical
+        # baseline with background compensation); training items never need it.
+        bgs = [background_path(self.root, n) for n in self.names]
+        self.backgrounds = bgs if not augment and all(p is not None for p in bgs) else None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch`` (reproducible per (seed, epoch, index))."""
@@ -211,6 +215,7 @@ class PhaseFolderDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         holo, phase = self.load(index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        full_shape, window = holo.shape, None
         if self.crop is not None:
             ch, cw = self.crop
             h, w = holo.shape
@@ -219,6 +224,7 @@ class PhaseFolderDataset(Dataset):
             top = int(rng.integers(0, h - ch + 1)) if self.augment else (h - ch) // 2
             left = int(rng.integers(0, w - cw + 1)) if self.augment else (w - cw) // 2
             holo, phase = holo[top:top + ch, left:left + cw], phase[top:top + ch, left:left + cw]
+            window = (top, left, ch, cw)
         if len(self.transforms) > 1:
             square = holo.shape[0] == holo.shape[1]
             allowed = [t for t in self.transforms if square or t[0] % 2 == 0]  # odd turns swap H and W
@@ -227,11 +233,21 @@ class PhaseFolderDataset(Dataset):
             if flip:
                 holo, phase = holo[:, ::-1], phase[:, ::-1]
         target = np.clip(phase / self.phase_range, 0.0, 1.0)
-        return {
+        item = {
             "input": torch.from_numpy(np.ascontiguousarray(holo, dtype=np.float32))[None],  # (1, H, W)
             "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))[None],  # (1, H, W)
             "name": self.names[index],
         }
+        if self.backgrounds is not None:
+            bg = read_image(self.backgrounds[index])
+            if bg.shape != full_shape:
+                raise DataError(f"{self.backgrounds[index]}: size {bg.shape[1]}x{bg.shape[0]} differs from "
+                                f"{self.pairs[index][0]} ({full_shape[1]}x{full_shape[0]})")
+            if window is not None:
+                top, left, ch, cw = window
+                bg = bg[top:top + ch, left:left + cw]
+            item["background"] = torch.from_numpy(np.ascontiguousarray(bg, dtype=np.float32))[None]  # (1, H, W)
+        return item
 
 
 class SyntheticPhaseDataset(Dataset):
@@ -239,11 +255,18 @@ class SyntheticPhaseDataset(Dataset):
 
     Item ``i`` is ``simulate(cfg, numpy.random.default_rng([seed, i]))`` (a seed sequence, so seed 0
     item 1 and seed 1 item 0 differ); same dict as :class:`PhaseFolderDataset`, name ``sim_{i:05d}``.
-    ``phase_range`` defaults to ``cfg.phase_range``.
+    ``phase_range`` defaults to ``cfg.phase_range``. ``with_background`` adds the sample-free hologram
+    (1, H, W) as ``background`` (for the classical baseline; training does not need it). With
+    ``resample`` every epoch draws new fields (item ``i`` of epoch ``e`` uses ``[seed, e, i]``; call
+    :meth:`set_epoch`), so a randomised simulator shows the network ``length × epochs`` distinct fields.
     """
 
-    def __init__(self, cfg: SimConfig, length: int, seed: int = 0, phase_range: float | None = None) -> None:
+    def __init__(self, cfg: SimConfig, length: int, seed: int = 0, phase_range: float | None = None,
+                 with_background: bool = False, resample: bool = False) -> None:
         self.cfg = cfg
+        self.with_background = with_background
+        self.resample = resample
+        self.epoch = 0
         self.length = int(length)
         self.seed = int(seed)
         self.phase_range = float(cfg.phase_range if phase_range is None else phase_range)
@@ -251,13 +274,21 @@ class SyntheticPhaseDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def set_epoch(self, epoch: int) -> None:
+        """Select the fields of ``epoch`` (only with ``resample``)."""
+        self.epoch = int(epoch)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items")
-        sample = simulate(self.cfg, np.random.default_rng([self.seed, index]))
+        key = [self.seed, self.epoch, index] if self.resample else [self.seed, index]
+        sample = simulate(self.cfg, np.random.default_rng(key))
         target = np.clip(sample.phase / self.phase_range, 0.0, 1.0).astype(np.float32)
-        return {
+        item = {
             "input": torch.from_numpy(sample.hologram)[None],  # (1, H, W)
             "target": torch.from_numpy(target)[None],  # (1, H, W)
             "name": f"sim_{index:05d}",
         }
+        if self.with_background:
+            item["background"] = torch.from_numpy(sample.background)[None]  # (1, H, W)
+        return item

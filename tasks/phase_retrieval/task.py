@@ -57,8 +57,17 @@ class DataConfig(_Strict):
     """Synthetic only: seed of the validation and test items (the same for every run seed)."""
     sim: SimConfig = Field(default_factory=SimConfig)
     """Simulator settings of the synthetic items (``size`` is the side in px)."""
+    cross_domain_size: int = Field(16, ge=0)
+    """Items of the built-in cross-domain test set (0: none), scored by ``evaluate`` beside ``test``:
+    holograms simulated from other ranges than ``sim`` (:func:`~tasks.phase_retrieval.simulate.cross_domain`),
+    as the paper's white-blood-cell set came from another microscope."""
+    cross_domain: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of the cross-domain simulator settings (keys of ``sim``), on top of its built-in ranges."""
     cache: bool = True
     """Synthetic only: keep generated items in memory (each is made once per process)."""
+    resample: bool = False
+    """Synthetic only: draw new training fields every epoch (``train_size`` a epoch, never cached) instead
+    of one fixed set; validation and test sets stay fixed."""
     crop: int | None = Field(None, ge=8)
     """Folder only: random square training crops of this side (None: full images)."""
     val_crop: int | None = Field(None, ge=8)
@@ -92,7 +101,13 @@ class LossConfig(_Strict):
 
 class BaselineConfig(_Strict):
     classical: bool = True
-    """Evaluate the classical FT + unwrapping pipeline beside the networks."""
+    """Evaluate the classical FT + unwrapping pipeline beside the networks: without a background hologram
+    (polynomial aberration fit) and, where the items have one, with it (the paper's ground-truth recipe)."""
+    zero: bool = True
+    """Evaluate a zero-phase "model": the floor any network must clear."""
+    sideband: Literal["auto", "+", "-"] | tuple[float, float] = "auto"
+    """Which +1 order the classical pipeline takes: ``auto`` (the sign that makes cells positive against
+    the medium), ``+`` (half plane fx > 0), ``-`` (the other one) or explicit (fx, fy) in cycles/px."""
     poly_order: int = Field(3, ge=0, le=6)
     """Order of the polynomial fitted to background pixels for aberration compensation."""
     filter_radius: float | None = Field(None, gt=0)
@@ -118,6 +133,24 @@ class PhaseRetrievalConfig(TaskConfig):
         if root is not None and root.is_dir():
             return float(read_meta(root).get("phase_range", DEFAULT_PHASE_RANGE))
         return DEFAULT_PHASE_RANGE
+
+
+def _zero_phase(x: np.ndarray) -> np.ndarray:
+    """Zero phase everywhere, (1, H, W): the floor of any retrieval."""
+    return np.zeros_like(x[:1], dtype=np.float32)
+
+
+class _ClassicalWithBackground:
+    """The classical baseline compensated with the item's own sample-free hologram (``background``)."""
+
+    needs = ("background",)
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+
+    def __call__(self, x: np.ndarray, background: np.ndarray) -> np.ndarray:
+        bg = np.asarray(background, dtype=np.float64)[0]  # (1, H, W) -> (H, W)
+        return FourierPhaseRetrieval(bg, **self.kwargs)(x)
 
 
 class CachedDataset(Dataset):
@@ -157,11 +190,13 @@ class PhaseRetrievalTask(Task):
     def datasets(self, seed: int) -> dict[str, Dataset]:
         d, pr = self.cfg.data, self.phase_range
         if d.source == "synthetic":
-            def make(n: int, stream_seed: int) -> Dataset:
-                ds = SyntheticPhaseDataset(d.sim, n, seed=stream_seed, phase_range=pr)
+            def make(n: int, stream_seed: int, with_bg: bool = True) -> Dataset:
+                ds = SyntheticPhaseDataset(d.sim, n, seed=stream_seed, phase_range=pr, with_background=with_bg)
                 return CachedDataset(ds) if d.cache else ds
             seeds = split_seeds(seed, d.seed)
-            return {"train": make(d.train_size, seeds["train"]), "val": make(d.val_size, seeds["val"]),
+            train = (SyntheticPhaseDataset(d.sim, d.train_size, seed=seeds["train"], phase_range=pr, resample=True)
+                     if d.resample else make(d.train_size, seeds["train"], False))
+            return {"train": train, "val": make(d.val_size, seeds["val"]),
                     "test": make(d.test_size, seeds["test"])}
         root = d.root
         return {
@@ -189,12 +224,28 @@ class PhaseRetrievalTask(Task):
         return write_tiff(Path(path).with_suffix(".tif"), np.asarray(output, dtype=np.float32)[0] * self.phase_range)
 
     # -- baselines, latency input, pictures ------------------------------------------------------
-    def baselines(self) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-        b = self.cfg.baseline
-        if not b.classical:
+    def baselines(self) -> dict[str, Callable[..., np.ndarray]]:
+        b, pr = self.cfg.baseline, self.phase_range
+        out: dict[str, Callable[..., np.ndarray]] = {}
+        if b.classical:
+            kw = {"filter_radius": b.filter_radius, "poly_order": b.poly_order, "sideband": b.sideband,
+                  "phase_range": pr}
+            out["FT + unwrap (classical)"] = FourierPhaseRetrieval(**kw)
+            out["FT + unwrap + background (classical)"] = _ClassicalWithBackground(**kw)
+        if b.zero:
+            out["zero phase"] = _zero_phase
+        return out
+
+    def eval_sets(self, seed: int) -> dict[str, Dataset]:
+        d = self.cfg.data
+        if d.source != "synthetic" or d.cross_domain_size == 0:
             return {}
-        return {"FT + unwrap (classical)": FourierPhaseRetrieval(
-            filter_radius=b.filter_radius, poly_order=b.poly_order, phase_range=self.phase_range)}
+        from tasks.phase_retrieval.simulate import cross_domain
+
+        sim = cross_domain(d.sim, **d.cross_domain)
+        ds = SyntheticPhaseDataset(sim, d.cross_domain_size, seed=split_seeds(seed, d.seed)["test"] + 7,
+                                   phase_range=self.phase_range, with_background=True)
+        return {"cross-domain": ds}
 
     def example_input(self, size: tuple[int, int], seed: int = 0) -> np.ndarray:
         """A simulated hologram of ``size``: a square field of side ≥ ``data.sim.size``, centre-cropped.

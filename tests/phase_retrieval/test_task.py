@@ -110,13 +110,17 @@ def test_infer_io_writes_radians(tmp_path: Path) -> None:
 def test_classical_baseline_recovers_the_test_phase() -> None:
     task = make_task()
     item = task.datasets(0)["test"][0]
-    (name, baseline), = task.baselines().items()
-    assert "classical" in name
-    out = baseline(item["input"].numpy())
-    assert out.shape == (1, 64, 64)
-    rmse = float(np.sqrt(np.mean((out - item["target"].numpy()) ** 2))) * task.phase_range
-    assert rmse < 0.3, rmse
-    assert make_task(baseline={"classical": False}).baselines() == {}
+    baselines = task.baselines()
+    assert list(baselines) == ["FT + unwrap (classical)", "FT + unwrap + background (classical)", "zero phase"]
+    plain, with_bg = baselines["FT + unwrap (classical)"], baselines["FT + unwrap + background (classical)"]
+    assert with_bg.needs == ("background",) and "background" in item
+    target = item["target"].numpy()
+    for out in (plain(item["input"].numpy()), with_bg(item["input"].numpy(), background=item["background"].numpy())):
+        assert out.shape == (1, 64, 64)
+        rmse = float(np.sqrt(np.mean((out - target) ** 2))) * task.phase_range
+        assert rmse < 0.3, rmse
+    assert not baselines["zero phase"](item["input"].numpy()).any()
+    assert make_task(baseline={"classical": False, "zero": False}).baselines() == {}
 
 
 def test_example_input_and_panels_at_odd_sizes() -> None:

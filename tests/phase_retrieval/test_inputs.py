@@ -1,0 +1,116 @@
+"""The phase task's input ops: exposure-proof (``hologram``) and demodulating (``sideband``)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from skimage.restoration import unwrap_phase
+
+from sparseconn.errors import ConfigError
+from sparseconn.inputs import build_input_op
+from tasks.phase_retrieval.simulate import SimConfig, simulate
+
+
+def _clean(size: int = 128, seed: int = 0):
+    cfg = SimConfig(size=size, full_well=0.0, bit_depth=None, debris_prob=0.0)
+    return simulate(cfg, np.random.default_rng(seed))
+
+
+def _quantise(h: np.ndarray, bits: int) -> np.ndarray:
+    levels = 2**bits - 1
+    return np.round(np.clip(h, 0, 1) * levels) / levels
+
+
+def _rms(a: torch.Tensor) -> float:
+    return float(a.pow(2).mean().sqrt())
+
+
+@pytest.mark.parametrize("name", ["hologram", "sideband"])
+def test_normalised_input_ignores_exposure_and_bit_depth(name):
+    """Gain 0.3 or 3 and an offset leave the input unchanged; quantisation moves it by about its own
+    error: one step of 2^-bits is ±0.5 step uniform (RMS step/√12) relative to the fringe's RMS."""
+    holo = _clean(seed=1).hologram.astype(np.float64)
+    op = build_input_op(name, 1, {}).eval()
+
+    def net_input(h: np.ndarray) -> torch.Tensor:
+        return op(torch.from_numpy(h.astype(np.float32))[None, None])
+
+    ref = net_input(holo)
+    for changed in (0.3 * holo, 3.0 * holo, holo + 0.2, 40000.0 * holo + 100.0):
+        assert _rms(net_input(changed) - ref) < 1e-4
+    signal = float(holo.std())
+    for bits in (8, 12, 16):
+        quant_rms = 2.0**-bits / math.sqrt(12)
+        moved = _rms(net_input(_quantise(holo, bits)) - ref)
+        # hologram: exactly quant/signal; sideband: the sideband keeps ~1/3 of the fringe's power and the
+        # window passes a fraction of the (white) quantisation noise, so the same order, within 3x.
+        assert moved < 3.0 * quant_rms / signal, (bits, moved, quant_rms / signal)
+
+
+def _phase_of(y: torch.Tensor) -> np.ndarray:
+    return np.arctan2(y[0, 1].numpy(), y[0, 0].numpy())
+
+
+def _plane_residual(a: np.ndarray) -> np.ndarray:
+    h, w = a.shape
+    yy, xx = np.mgrid[:h, :w]
+    basis = np.stack([xx.ravel(), yy.ravel(), np.ones(h * w)], 1)
+    coef, *_ = np.linalg.lstsq(basis, a.ravel(), rcond=None)
+    return a - (basis @ coef).reshape(h, w)
+
+
+@pytest.mark.parametrize("carrier", ["auto", "fixed"])
+def test_sideband_demodulates_the_sample_and_aberration_phase(carrier):
+    s = _clean(size=128, seed=2)
+    params = {} if carrier == "auto" else {"carrier": list(s.carrier)}
+    y = build_input_op("sideband", 1, params)(torch.from_numpy(s.hologram)[None, None])
+    assert y.shape == (1, 4, 128, 128)
+    assert torch.allclose(y[0, 0] ** 2 + y[0, 1] ** 2, torch.ones(128, 128), atol=1e-4)
+    # Its phase, unwrapped, is φ_sample + φ_aberration up to the removed plane (ramp and piston).
+    err = _plane_residual(unwrap_phase(_phase_of(y)) - (s.phase + s.aberration))[12:-12, 12:-12]
+    assert np.sqrt(np.mean(err**2)) < 0.05
+    # The gradient channels are the wrapped phase's neighbour differences (scaled by grad_scale = 4).
+    theta = _phase_of(y)
+    dx = np.angle(np.exp(1j * (theta[:, 1:] - theta[:, :-1])))
+    assert np.allclose(y[0, 2, :, :-1].numpy(), 4.0 * dx, atol=1e-3)
+
+
+def test_sideband_minus_sign_conjugates_and_a_rotated_hologram_keeps_the_carrier():
+    s = _clean(size=128, seed=3)
+    x = torch.from_numpy(s.hologram)[None, None]
+    plus = build_input_op("sideband", 1, {})(x)
+    minus = build_input_op("sideband", 1, {"sign": "-"})(x)
+    assert torch.allclose(minus[:, 0], plus[:, 0], atol=1e-5) and torch.allclose(minus[:, 1], -plus[:, 1], atol=1e-5)
+    # A 180° turn keeps the fringes' direction: the found carrier is the same.
+    op = build_input_op("sideband", 1, {})
+    fx, fy = op.find_carrier(x[:, 0] - x.mean())
+    rx, ry = op.find_carrier(torch.flip(x[:, 0], dims=(-2, -1)) - x.mean())
+    assert (float(fx), float(fy)) == pytest.approx((float(rx), float(ry)))
+    assert (float(fx), float(fy)) == pytest.approx(s.carrier, abs=1.5 / 128)
+
+
+def test_sideband_rejects_bad_settings():
+    with pytest.raises(ConfigError, match="in_channels is 3"):
+        build_input_op("sideband", 3, {})
+    with pytest.raises(ConfigError, match="sign is 'x'"):
+        build_input_op("sideband", 1, {"sign": "x"})
+    with pytest.raises(ConfigError, match="carrier is 'fixed'"):
+        build_input_op("sideband", 1, {"carrier": "fixed"})
+
+
+def test_sideband_exports_to_onnx_and_matches_eager(tmp_path):
+    ort = pytest.importorskip("onnxruntime")  # the dev extras install it, so CI runs this
+    s = _clean(size=128, seed=4)
+    op = build_input_op("sideband", 1, {}).eval()
+    x = torch.from_numpy(s.hologram)[None, None]
+    path = tmp_path / "sideband.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(op, (x,), str(path), input_names=["input"], output_names=["output"], dynamo=True,
+                          external_data=False, verbose=False)
+    got = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
+    assert np.abs(got - op(x).numpy()).max() < 1e-3
