@@ -9,6 +9,7 @@ import typer
 
 from sparseconn.cli._common import app, handle_errors
 from sparseconn.cli._runopts import DEVICE, FAST, OUT, QUIET, RESUME, SEED, SET, default_out, load_config, run_options
+from sparseconn.errors import SparseconnError
 
 
 def _echo_json(obj: object) -> None:
@@ -55,12 +56,20 @@ def train_cmd(config: Path = typer.Argument(..., help="Run config YAML."),
               inherit: Path = typer.Option(None, "--inherit", help="Supernet checkpoint to inherit weights from."),
               out: Path = OUT, device: str = DEVICE, seed: int = SEED, resume: bool = RESUME,
               fast_dev_run: bool = FAST, set_: list[str] = SET, quiet: bool = QUIET) -> None:
-    """Retrain a child network with the task loss alone (from scratch, or from --inherit)."""
+    """Retrain a child network with the task loss alone (from scratch, or from --inherit; with train.inherit
+    in the config, from the search checkpoint beside the architecture file)."""
     from sparseconn.architecture import Architecture
     from sparseconn.engine.runs import train
 
     cfg, task_cfg = load_config(config, set_, seed, fast_dev_run)
     architecture = Architecture.load(arch)
+    if cfg.train.inherit and inherit is None:
+        # train.inherit in the config: the supernet of the search run that wrote the architecture
+        found = [p for p in (arch.parent / "checkpoints" / n for n in ("search_best.pt", "best.pt")) if p.is_file()]
+        if not found:
+            raise SparseconnError(f"train.inherit is set but {arch.parent / 'checkpoints'} holds no search "
+                                  "checkpoint: pass --inherit SUPERNET.pt or --set train.inherit=false")
+        inherit = found[0]
     opts = run_options(device, resume, quiet)
     out = default_out(config, out, "-train")
     summary = train(cfg, task_cfg, architecture, out, opts, inherit_from=inherit)

@@ -215,15 +215,21 @@ def test_search_prune_train_evaluate_infer_export(searched, tmp_path: Path) -> N
     assert arch["edges"] and len(arch["candidates"]) == 100
 
     child = tmp_path / "child"
+    # train.inherit in the shipped config: the supernet beside architecture.json (the search's best.pt)
     r = invoke("train", CONFIG, "--arch", run / "architecture.json", "--out", child, "--fast-dev-run", "--quiet",
                "--device", "cpu", *sets)
     assert r.exit_code == 0, r.output
+    lone = tmp_path / "lone.json"
+    lone.write_text((run / "architecture.json").read_text())
+    r = invoke("train", CONFIG, "--arch", lone, "--out", tmp_path / "c2", "--fast-dev-run", "--quiet", *sets)
+    assert_one_line_error(r, "train.inherit", "--inherit")
     r = invoke("evaluate", child, "--size", "64", "64", "--device", "cpu")
     assert r.exit_code == 0, r.output
     ev = json.loads((child / "evaluation.json").read_text())
     names = [row["model"] for row in ev["rows"]]
-    assert names[0] == "NAS-PRNet" and any("classical" in n for n in names)
+    assert names == ["NAS-PRNet", "FT + unwrap (classical)", "FT + unwrap + background (classical)", "zero phase"]
     assert all(np.isfinite(row["psnr"]) for row in ev["rows"])
+    assert ev["sets"] == {}  # folder data: no simulated cross-domain set
 
     holo = np.random.default_rng(1).integers(0, 255, (250, 333), dtype=np.uint8)  # an odd size, 8-bit
     Image.fromarray(holo).save(tmp_path / "odd.png")
@@ -236,14 +242,18 @@ def test_search_prune_train_evaluate_infer_export(searched, tmp_path: Path) -> N
     r = invoke("export", child, "--format", "torchscript", "--out", tmp_path / "m.pt", "--size", "64", "64")
     assert r.exit_code == 0, r.output
     scripted = torch.jit.load(str(tmp_path / "m.pt"))
-    x = torch.rand(1, 1, 64, 64)
+    # A hologram of the set, not noise: the sideband layer's phase is only defined where the order has power.
+    root = Path(sets[3].split("=", 1)[1])
+    x = torch.from_numpy(tifffile.imread(sorted((root / "interferograms").glob("*.tif"))[0]))[None, None].float()
     assert scripted(x).shape == (1, 1, 64, 64)
 
     ort = pytest.importorskip("onnxruntime")
     r = invoke("export", child, "--format", "onnx", "--out", tmp_path / "m.onnx", "--size", "64", "64")
     assert r.exit_code == 0, r.output
     y = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
-    np.testing.assert_allclose(y, scripted(x).detach().numpy(), atol=1e-4)
+    # onnxruntime's float32 DFT on the sideband layer's 96-px padded grid (not a power of two) differs from
+    # torch's by ~1e-4 at the layer's output (6e-6 on a 128 grid); the random fast-dev-run net amplifies it.
+    np.testing.assert_allclose(y, scripted(x).detach().numpy(), atol=3e-3)
 
 
 def test_shipped_config_fast_dev_run_search_on_synthetic_data(tmp_path: Path) -> None:
@@ -255,3 +265,22 @@ def test_shipped_config_fast_dev_run_search_on_synthetic_data(tmp_path: Path) ->
     assert summary["best"]["metric"] == "psnr" and np.isfinite(summary["best"]["value"])
     weights = json.loads((run / "connections.jsonl").read_text().splitlines()[-1])["weights"]
     assert len(weights) == 100 and all(0.0 <= w <= 1.0 for w in weights.values())
+
+
+def test_pipeline_reports_the_cross_domain_set(tmp_path: Path) -> None:
+    """The demo's pipeline (fast-dev-run) scores the built-in cross-domain set beside the test split, with
+    both classical variants and the zero-phase floor, in evaluation.json, report.md and the printout."""
+    run = tmp_path / "P"
+    r = invoke("pipeline", CONFIG, "--fast-dev-run", "--out", run, "--device", "cpu", "--quiet",
+               "--set", "evaluate.latency_size=[64,64]")
+    assert r.exit_code == 0, r.output
+    ev = json.loads((run / "evaluation.json").read_text())
+    expected = ["super-PRNet", "NAS-PRNet", "FT + unwrap (classical)", "FT + unwrap + background (classical)",
+                "zero phase"]
+    assert [row["model"] for row in ev["rows"]] == expected
+    cross = ev["sets"]["cross-domain"]
+    assert cross["items"] == 2 and [row["model"] for row in cross["rows"]] == expected
+    assert all(np.isfinite(row["psnr"]) and 0 <= row["ssim"] <= 1 for row in cross["rows"])
+    report = (run / "report.md").read_text()
+    assert "## cross-domain (2 items)" in report and report.count("zero phase") >= 2
+    assert "NAS-PRNet on the cross-domain set: PSNR (dB)" in r.output
