@@ -38,11 +38,11 @@ CHANGES = {
 
 def exposure_check(run: Path, n: int = 8, seed: int = 123) -> dict[str, float]:
     """RMSE (rad) between the model's phase on float holograms and on each changed copy, over ``n`` fields."""
-    from tasks.phase_retrieval.simulate import simulate
+    from tasks.phase_retrieval.simulate import SimConfig, simulate
 
     lm = load_model(run)
     task = make_task(lm.cfg, lm.task_cfg)
-    sim = task.cfg.data.sim.model_copy(update={"bit_depth": None})  # float frames: quantise here
+    sim = SimConfig.model_validate({**task.cfg.data.sim.model_dump(), "bit_depth": None})  # floats: quantise here
     net = lm.net.eval()
     pr = task.phase_range
     errs: dict[str, list[float]] = {k: [] for k in CHANGES}
