@@ -15,6 +15,7 @@ from tasks.phase_retrieval.simulate import SimConfig, simulate
 def small(**overrides) -> SimConfig:
     # Peaks of at least 1.5 rad and the nominal carrier: these tests check the retrieval, not the ranges.
     return SimConfig(**{"size": 128, "n_cells": (1, 3), "semi_axis": (10.0, 24.0), "peak_phase": (1.5, 6.0),
+                        "peak_distribution": "log_uniform",
                         "carrier_jitter": (0.0, 0.0), "shapes": {"ellipsoid": 1.0}, **overrides})
 
 
