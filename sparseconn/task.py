@@ -115,7 +115,8 @@ class Task:
 
         A baseline that needs more of the item than its input lists those batch keys in a ``needs``
         attribute and gets them as keyword arguments (``fn(x, background=...)``); ``evaluate`` skips it,
-        with a note, on a split whose items lack one of them.
+        with a note, on a split whose items lack one of them. ``timed = False`` on a baseline leaves its
+        latency out (a reference score such as "predict zero" is not a method to time).
         """
         return {}
 

@@ -123,7 +123,7 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
             continue
         vals, _, out = _metrics(task, loader, _baseline_runner(fn), ecfg.max_images)
         row = {"model": name, **vals, "params": 0, "macs": None, "connections": None, "latency_ms": None}
-        if latency:
+        if latency and getattr(fn, "timed", True):
             example = task.example_input(size, seed=cfg.seed)
             extra = {k: example for k in _needs(fn)}  # same-size stand-ins: the cost, not the answer
             times = []

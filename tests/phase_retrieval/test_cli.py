@@ -278,6 +278,8 @@ def test_pipeline_reports_the_cross_domain_set(tmp_path: Path) -> None:
     expected = ["super-PRNet", "NAS-PRNet", "FT + unwrap (classical)", "FT + unwrap + background (classical)",
                 "zero phase"]
     assert [row["model"] for row in ev["rows"]] == expected
+    timing = {row["model"]: row["latency_ms"] for row in ev["rows"]}
+    assert timing["zero phase"] is None and timing["FT + unwrap (classical)"] > 0  # a floor is not timed
     cross = ev["sets"]["cross-domain"]
     assert cross["items"] == 2 and [row["model"] for row in cross["rows"]] == expected
     assert all(np.isfinite(row["psnr"]) and 0 <= row["ssim"] <= 1 for row in cross["rows"])
