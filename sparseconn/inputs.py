@@ -50,7 +50,7 @@ def _check_params(cls: type[InputOp], name: str, params: dict[str, Any]) -> None
     sig = inspect.signature(cls.__init__)
     if any(p.kind is p.VAR_KEYWORD for p in list(sig.parameters.values())[2:]):
         return
-    valid = [p for p in list(sig.parameters)[2:]]
+    valid = list(sig.parameters)[2:]  # after self and in_channels
     bad = [k for k in params if k not in valid]
     if bad:
         raise ConfigError(f"input op {name!r} has no parameter {bad[0]!r}; valid: {', '.join(valid) or 'none'}")

@@ -37,7 +37,7 @@ from tasks.phase_retrieval.data import (
 from tasks.phase_retrieval.imageio_ import read_image, write_tiff
 from tasks.phase_retrieval.losses import GRADIENT_OPERATORS, mixge
 from tasks.phase_retrieval.metrics import psnr, rmse_rad, ssim
-from tasks.phase_retrieval.simulate import SimConfig, simulate
+from tasks.phase_retrieval.simulate import SimConfig, cross_domain, simulate
 
 
 class _Strict(BaseModel):
@@ -244,8 +244,6 @@ class PhaseRetrievalTask(Task):
         d = self.cfg.data
         if d.source != "synthetic" or d.cross_domain_size == 0:
             return {}
-        from tasks.phase_retrieval.simulate import cross_domain
-
         sim = cross_domain(d.sim, **d.cross_domain)
         ds = SyntheticPhaseDataset(sim, d.cross_domain_size, seed=split_seeds(seed, d.seed)["test"] + 7,
                                    phase_range=self.phase_range, with_background=True)
