@@ -92,36 +92,33 @@ def evaluate_cmd(run: Path = typer.Argument(..., help="A run folder or checkpoin
     _print_rows(result, as_json)
 
 
+def _table(title: str, rows: list[dict], headers: dict[str, str]):
+    """A rich table of result rows: ``model``, then every other key of the first row in order."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    cols = [k for k in rows[0] if k != "model"]
+    table.add_column("model", no_wrap=True)
+    for c in cols:
+        table.add_column(headers.get(c, c), justify="right")
+    for r in rows:
+        table.add_row(r["model"], *[_fmt(c, r.get(c)) for c in cols])
+    return table
+
+
 def _print_rows(result: dict, as_json: bool) -> None:
     if as_json:
         _echo_json(result)
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"test set ({result['test_items']} items), latency on {result['device']} at "
-                        f"{result['latency_size'][0]}x{result['latency_size'][1]}")
     headers = {**_HEADERS, **result.get("metric_labels", {})}
-    cols = [k for k in result["rows"][0] if k not in ("model",)]
-    table.add_column("model", no_wrap=True)
-    for c in cols:
-        table.add_column(headers.get(c, c), justify="right")
-    for r in result["rows"]:
-        table.add_row(r["model"], *[_fmt(c, r.get(c)) for c in cols])
     console = Console(width=max(120, Console().width))
-    console.print(table)
+    console.print(_table(f"test set ({result['test_items']} items), latency on {result['device']} at "
+                         f"{result['latency_size'][0]}x{result['latency_size'][1]}", result["rows"], headers))
     for label, extra in (result.get("sets") or {}).items():  # e.g. the phase task's cross-domain set
-        rows = extra["rows"]
-        if not rows:
-            continue
-        t = Table(title=f"{label} ({extra['items']} items)")
-        t.add_column("model", no_wrap=True)
-        keys = [k for k in rows[0] if k != "model"]
-        for c in keys:
-            t.add_column(headers.get(c, c), justify="right")
-        for r in rows:
-            t.add_row(r["model"], *[_fmt(c, r.get(c)) for c in keys])
-        console.print(t)
+        if extra["rows"]:
+            console.print(_table(f"{label} ({extra['items']} items)", extra["rows"], headers))
 
 
 _HEADERS = {"params": "params", "macs": "MACs", "connections": "conn.", "latency_ms": "latency (ms)"}

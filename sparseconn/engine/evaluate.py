@@ -43,6 +43,19 @@ def _needs(fn: Any) -> tuple[str, ...]:
     return tuple(getattr(fn, "needs", ()) or ())
 
 
+def _scorable(baselines: dict[str, Any], dataset: Any, notes: list[str], where: str) -> dict[str, Any]:
+    """The baselines whose ``needs`` the items of ``dataset`` have; a note names each one left out."""
+    keys = set(dataset[0]) if len(dataset) else set()
+    out = {}
+    for name, fn in baselines.items():
+        missing = [k for k in _needs(fn) if k not in keys]
+        if missing:
+            notes.append(f"{name} is not scored on {where}: its items have no {', '.join(missing)}")
+        else:
+            out[name] = fn
+    return out
+
+
 def _baseline_runner(fn):
     """``run(batch)``: the baseline on each item of the batch, with the extra keys it ``needs``."""
     needs = _needs(fn)
@@ -64,16 +77,11 @@ def _score_set(task: Task, dataset: Any, models: dict[str, torch.nn.Module], bas
                device: str, limit: int | None, notes: list[str], label: str) -> list[dict[str, Any]]:
     """Metric rows (no costs) of every model and baseline on one extra test set."""
     loader = DataLoader(dataset, batch_size=1)
-    keys = set(dataset[0]) if len(dataset) else set()
     rows = []
     for name, net in models.items():
         vals, _, _ = _metrics(task, loader, _net_runner(net, device), limit)
         rows.append({"model": name, **vals})
-    for name, fn in baselines.items():
-        missing = [k for k in _needs(fn) if k not in keys]
-        if missing:
-            notes.append(f"{name} is not scored on {label}: its items have no {', '.join(missing)}")
-            continue
+    for name, fn in _scorable(baselines, dataset, notes, label).items():
         vals, _, _ = _metrics(task, loader, _baseline_runner(fn), limit)
         rows.append({"model": name, **vals})
     return rows
@@ -100,7 +108,6 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
             notes.append(f"the supernet row is missing: {exc}")
     test = task.datasets(cfg.seed)["test"]
     loader = DataLoader(test, batch_size=1)
-    test_keys = set(test[0]) if len(test) else set()
     baselines = task.baselines() if ecfg.baselines else {}
     device = opts.device
     rows, outputs, scores, first = [], {}, {}, None
@@ -116,11 +123,7 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
                                                 warmup=1, device=device)
         rows.append(row)
         outputs[name] = out[0].numpy()
-    for name, fn in baselines.items():
-        missing = [k for k in _needs(fn) if k not in test_keys]
-        if missing:
-            notes.append(f"{name} is not scored: the test items have no {', '.join(missing)}")
-            continue
+    for name, fn in _scorable(baselines, test, notes, "the test split").items():
         vals, _, out = _metrics(task, loader, _baseline_runner(fn), ecfg.max_images)
         row = {"model": name, **vals, "params": 0, "macs": None, "connections": None, "latency_ms": None}
         if latency and getattr(fn, "timed", True):

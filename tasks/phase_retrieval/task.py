@@ -245,6 +245,7 @@ class PhaseRetrievalTask(Task):
         if d.source != "synthetic" or d.cross_domain_size == 0:
             return {}
         sim = cross_domain(d.sim, **d.cross_domain)
+        # Its own stream (test seed + 7): fixed per data seed like the test split, never the same fields.
         ds = SyntheticPhaseDataset(sim, d.cross_domain_size, seed=split_seeds(seed, d.seed)["test"] + 7,
                                    phase_range=self.phase_range, with_background=True)
         return {"cross-domain": ds}
