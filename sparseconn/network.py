@@ -142,6 +142,11 @@ class GraphNet(nn.Module):
     def num_connections(self) -> int:
         return len(self.keys)
 
+    @property
+    def stride(self) -> int:
+        """The coarsest stride among the graph's nodes: inputs are padded to multiples of it."""
+        return max((a["stride"] for _, a in self.graph.nodes(data=True) if a.get("stride")), default=1)
+
 
 def build_supernet(space: SearchSpace) -> GraphNet:
     """The supernet of a search space: every candidate connection, gated by a weight in [0, 1]."""

@@ -66,3 +66,19 @@ def test_profile_malformed_architecture(tmp_path):
     p.write_text(json.dumps({"format_version": 1, "nodes": [], "edges": [{"dst": "D1"}]}))
     res = runner.invoke(app, ["profile", str(p)])
     assert res.exit_code == 2 and "architecture.json: space: Field required" in res.stderr
+
+
+def test_profile_a_fixed_model_config(tmp_path):
+    """A run config that sets `model:` profiles that model (here the U-Net at width 64: 31.0M parameters)."""
+    from tests.toy_task import TOY_YAML
+
+    path = tmp_path / "unet.yaml"
+    path.write_text(TOY_YAML + "model: {name: unet, params: {width: 64}}\n")
+    res = runner.invoke(app, ["profile", str(path), "--size", "32", "32", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["model"] == "unet" and out["connections"] is None and out["macs"] > 0
+    assert out["params"] == pytest.approx(31.0e6, abs=0.1e6)
+    path.write_text(TOY_YAML + "model: {name: unte}\n")
+    res = runner.invoke(app, ["profile", str(path)])
+    assert res.exit_code == 2 and "unknown model 'unte'" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -18,26 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from sparseconn.architecture import Architecture
-from sparseconn.cli import app
 from sparseconn.engine.inference import predict
 from sparseconn.engine.runs import load_model
+from tests.clitools import cli, ok
 from tests.toy_task import TOY_YAML, write_toy_config
 
-RUNNER = CliRunner()
 PACKAGE = Path(__file__).resolve().parents[1] / "sparseconn"
-
-
-def cli(*args: object):
-    return RUNNER.invoke(app, [str(a) for a in args])
-
-
-def ok(*args: object):
-    result = cli(*args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:

@@ -17,12 +17,14 @@ OUT = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<config 
 DEVICE = typer.Option("auto", "--device", help="auto (cuda if available), cpu, cuda or cuda:N.")
 SEED = typer.Option(None, "--seed", help="Override the config's seed.")
 RESUME = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")
-FAST = typer.Option(False, "--fast-dev-run", help="A few batches of each stage, for smoke tests.")
+FAST = typer.Option(False, "--fast-dev-run", help="Two batches of two items in each stage, for smoke tests.")
 SET = typer.Option(None, "--set", help="Override a config value: --set search.epochs=3 (repeatable).")
 QUIET = typer.Option(False, "--quiet", help="No progress output.")
 
+# Batches of 2 keep a smoke test of a large model quick (the 37.7M U-Net: one step of 8 at 128x128 took
+# 7-13 s on 2 cores) and still give BatchNorm two values a channel, even after a 1x1 global pool.
 FAST_DEV_RUN = {
-    "search.epochs": 1, "train.epochs": 1,
+    "search.epochs": 1, "train.epochs": 1, "search.batch_size": 2, "train.batch_size": 2,
     "search.limit_train_batches": 2, "train.limit_train_batches": 2,
     "search.limit_val_batches": 2, "train.limit_val_batches": 2,
     "evaluate.max_images": 2, "evaluate.latency_runs": 1, "evaluate.latency_size": [256, 256],

@@ -52,16 +52,32 @@ def prune_cmd(run: Path = typer.Argument(..., help="A search run folder (or a su
 @app.command("train")
 @handle_errors
 def train_cmd(config: Path = typer.Argument(..., help="Run config YAML."),
-              arch: Path = typer.Option(..., "--arch", help="architecture.json of the child to train."),
+              arch: Path = typer.Option(None, "--arch", help="architecture.json of the child to train (not with a "
+                                                             "config that sets `model:`)."),
               inherit: Path = typer.Option(None, "--inherit", help="Supernet checkpoint to inherit weights from."),
               out: Path = OUT, device: str = DEVICE, seed: int = SEED, resume: bool = RESUME,
               fast_dev_run: bool = FAST, set_: list[str] = SET, quiet: bool = QUIET) -> None:
     """Retrain a child network with the task loss alone (from scratch, or from --inherit; with train.inherit
-    in the config, from the search checkpoint beside the architecture file)."""
+    in the config, from the search checkpoint beside the architecture file), or train the fixed model of a
+    config that sets `model:` (e.g. tasks/phase_retrieval_unet.yaml)."""
     from sparseconn.architecture import Architecture
-    from sparseconn.engine.runs import train
+    from sparseconn.engine.runs import train, train_model
 
     cfg, task_cfg = load_config(config, set_, seed, fast_dev_run)
+    if cfg.model is not None:
+        if arch is not None or inherit is not None:
+            raise SparseconnError(f"{config} sets model: {cfg.model.name!r} (a fixed model); --arch and --inherit "
+                                  "are for searched children: drop them, or use a config without `model:`")
+        opts = run_options(device, resume, quiet)
+        out = default_out(config, out, "-train")
+        summary = train_model(cfg, task_cfg, out, opts)
+        if opts.dist.is_main:
+            typer.echo(f"training finished ({summary['epochs']} epochs): best {summary['best']['metric']} "
+                       f"{summary['best']['value']}; run folder {out}")
+        return
+    if arch is None:
+        raise SparseconnError(f"train needs --arch ARCHITECTURE.json (the child to retrain), or a config that sets "
+                              f"`model:` (a fixed model); {config} sets neither")
     architecture = Architecture.load(arch)
     if cfg.train.inherit and inherit is None:
         # train.inherit in the config: the supernet of the search run that wrote the architecture
@@ -82,11 +98,15 @@ def train_cmd(config: Path = typer.Argument(..., help="Run config YAML."),
 def evaluate_cmd(run: Path = typer.Argument(..., help="A run folder or checkpoint."), device: str = DEVICE,
                  no_latency: bool = typer.Option(False, "--no-latency", help="Skip latency measurements."),
                  size: tuple[int, int] = typer.Option(None, "--size", help="Latency input size (H W)."),
+                 engine: str = typer.Option(None, "--engine",
+                                            help="Latency path: auto, reference, eager, compiled or onnxruntime "
+                                                 "(default: the config's evaluate.engine)."),
                  as_json: bool = typer.Option(False, "--json")) -> None:
     """Test metrics, params, MACs and latency; writes evaluation.json and report.md/html."""
     from sparseconn.engine.evaluate import evaluate
 
-    result = evaluate(run, run_options(device, False, True), latency=not no_latency, latency_size=size)
+    result = evaluate(run, run_options(device, False, True), latency=not no_latency, latency_size=size,
+                      engine=engine)
     for note in result.get("warnings", []):
         typer.echo(f"warning: {note}", err=True)
     _print_rows(result, as_json)
@@ -119,6 +139,8 @@ def _print_rows(result: dict, as_json: bool) -> None:
     for label, extra in (result.get("sets") or {}).items():  # e.g. the phase task's cross-domain set
         if extra["rows"]:
             console.print(_table(f"{label} ({extra['items']} items)", extra["rows"], headers))
+    for name, path in (result.get("latency_engines") or {}).items():
+        console.print(f"latency path of {name}: {path}")
 
 
 _HEADERS = {"params": "params", "macs": "MACs", "connections": "conn.", "latency_ms": "latency (ms)"}

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sparseconn.config import SpaceConfig, read_yaml, validate
-from sparseconn.errors import ConfigError
+from sparseconn.config import SpaceConfig, format_validation_error, read_yaml, validate
+from sparseconn.errors import ConfigError, SparseconnError
 from sparseconn.registry import import_modules
 from sparseconn.task import TASKS
 
@@ -84,12 +84,71 @@ class PruneConfig(_Strict):
     """Which search checkpoint's connection weights are pruned (the paper: best validation)."""
 
 
+class ModelConfig(_Strict):
+    """A fixed (not searched) model of :data:`sparseconn.models.MODELS`."""
+
+    name: str
+    """Model registry name: ``unet``, ``sparsemask_child``, ``architecture`` or a task's (``classical``)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the model's builder, e.g. ``{width: 70.5}``."""
+
+
+class ModelBaseline(_Strict):
+    """``{model: {name, params}, name}``: a fixed model that ``pipeline`` trains with the run's ``train``
+    settings in ``RUN/baselines/<slug of name or model.name>/`` and evaluates as a row."""
+
+    model: ModelConfig
+    name: str | None = Field(default=None, min_length=1)
+    """Its row name (default: the model's own, e.g. U-Net); also names its folder."""
+
+
+class RunBaseline(_Strict):
+    """``{run: PATH}``: an already trained run folder or checkpoint, evaluated as a row."""
+
+    run: Path
+    """Relative paths are from the working directory."""
+    name: str | None = Field(default=None, min_length=1)
+    """Its row name (default: the model's own)."""
+
+
+BaselineEntry = str | ModelBaseline | RunBaseline
+_ENTRY_FORMS = "a task baseline name, {model: {name, params}, name} or {run: PATH, name}"
+
+
+def _baseline_entry(i: int, entry: Any) -> BaselineEntry:
+    """One ``evaluate.baselines`` list entry, checked; a ValueError names the entry and what was expected."""
+    if isinstance(entry, str) and entry.strip():
+        return entry
+    if isinstance(entry, (ModelBaseline, RunBaseline)):
+        return entry
+    if not isinstance(entry, dict) or ("model" in entry) == ("run" in entry):
+        raise ValueError(f"entry {i} is {entry!r}; expected {_ENTRY_FORMS}")
+    cls = ModelBaseline if "model" in entry else RunBaseline
+    try:
+        return cls.model_validate(entry)
+    except ValidationError as exc:
+        raise ValueError(format_validation_error(exc, f"entry {i}", cls)) from None
+
+
 class EvaluateConfig(_Strict):
     latency_size: tuple[int, int] = (1024, 1024)
     latency_runs: int = Field(default=5, ge=1)
-    baselines: bool = True
-    """Also evaluate the task's non-network baselines (e.g. the classical FT pipeline)."""
+    baselines: bool | list[BaselineEntry] = True
+    """Rows beside the run's own model(s). ``true``: every non-network baseline of the task (e.g. the
+    classical FT pipeline); ``false``: none; or a list of task baseline names (the task's short aliases
+    too, e.g. ``classical``), fixed models ``{model: {name, params}, name}`` (trained by ``pipeline``
+    in ``RUN/baselines/``) and trained runs ``{run: PATH, name}``."""
     max_images: int | None = Field(default=None, ge=1)
+    engine: Literal["auto", "reference", "eager", "compiled", "onnxruntime"] = "auto"
+    """Inference path whose latency is reported (:mod:`sparseconn.engine.fastpath`; each is checked against
+    eager fp32 first). ``auto``: BN folded, channels-last, bf16 / CUDA graphs where the device has them."""
+
+    @field_validator("baselines", mode="before")
+    @classmethod
+    def _entries(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value  # a bool, or pydantic's own error for anything else
+        return [_baseline_entry(i, v) for i, v in enumerate(value)]
 
 
 class RunConfig(_Strict):
@@ -100,6 +159,9 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    model: ModelConfig | None = None
+    """A fixed model instead of a searched child: ``sparseconn train CONFIG`` trains it (no ``--arch``);
+    ``space`` gives it the run's ``in_channels``, ``input`` op and ``head``."""
     seed: int = 0
 
     @model_validator(mode="after")
@@ -164,4 +226,29 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> tup
 def validate_run_config(data: dict[str, Any], source: str) -> tuple[RunConfig, BaseModel]:
     cfg = validate(RunConfig, data, source)
     import_modules(cfg.space.plugins)  # user tasks may live in the plugin modules
-    return cfg, cfg.task_config(source)
+    task_cfg = cfg.task_config(source)
+    _check_models(cfg, task_cfg, source)
+    return cfg, task_cfg
+
+
+def _check_models(cfg: RunConfig, task_cfg: BaseModel, source: str) -> None:
+    """Model names and parameters of ``model`` and ``evaluate.baselines``, and the task baseline names,
+    checked when the config is read (not after a long search)."""
+    from sparseconn.models import check_model_params
+
+    where = [("model", cfg.model)] if cfg.model is not None else []
+    entries = cfg.evaluate.baselines if isinstance(cfg.evaluate.baselines, list) else []
+    where += [(f"evaluate.baselines.{i}.model", e.model) for i, e in enumerate(entries) if isinstance(e, ModelBaseline)]
+    for key, model in where:
+        try:
+            check_model_params(model.name, model.params)
+        except SparseconnError as exc:
+            raise ConfigError(f"{source}: {key}: {exc}") from None
+    names = [e for e in entries if isinstance(e, str)]
+    if names:
+        from sparseconn.engine.baselines import task_baselines
+
+        try:
+            task_baselines(TASKS.get(cfg.task["name"])(task_cfg), names)
+        except SparseconnError as exc:
+            raise ConfigError(f"{source}: {exc}") from None

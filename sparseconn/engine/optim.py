@@ -20,7 +20,10 @@ def make_optimizer(cfg: OptimizerConfig, groups: Iterable[dict]) -> torch.optim.
 
 
 def weight_groups(net: nn.Module, cfg: OptimizerConfig) -> list[dict]:
-    """Encoder and decoder groups (SparseMask trains the encoder at a tenth of the decoder's rate)."""
+    """Encoder and decoder groups (SparseMask trains the encoder at a tenth of the decoder's rate); a
+    network without ``encoder_parameters`` (a fixed model such as the U-Net) is one group at ``lr``."""
+    if not hasattr(net, "encoder_parameters"):
+        return [{"params": [p for p in net.parameters() if p.requires_grad], "lr": cfg.lr, "name": "model"}]
     return [
         {"params": net.encoder_parameters(), "lr": cfg.lr * cfg.encoder_lr_scale, "name": "encoder"},
         {"params": net.decoder_parameters(), "lr": cfg.lr, "name": "decoder"},

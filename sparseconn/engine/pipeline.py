@@ -1,4 +1,5 @@
-"""``pipeline``: search -> prune -> retrain -> evaluate, all in one run folder."""
+"""``pipeline``: search -> prune -> retrain -> (train the model baselines) -> evaluate, all in one run
+folder; the fixed models of ``evaluate.baselines`` train in ``RUN/baselines/<slug>/``."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from sparseconn.engine.baselines import check_baseline_runs, model_baselines, train_baselines
 from sparseconn.engine.config import RunConfig
 from sparseconn.engine.evaluate import evaluate
-from sparseconn.engine.runs import RunOptions, prepare_run_dir, prune, search, train
+from sparseconn.engine.runs import RunOptions, prepare_run_dir, prune, refuse_model, search, train
 from sparseconn.fileio import atomic_write_json
 
 
@@ -17,6 +19,9 @@ def pipeline(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOpt
     """Run every stage; with ``opts.resume`` each stage continues from its own last checkpoint."""
     out = Path(out)
     ckpts = out / "checkpoints"
+    refuse_model(cfg, "pipeline (search, prune, retrain)")
+    model_baselines(cfg)  # bad baseline entries fail here, not after the search
+    check_baseline_runs(cfg)
     if opts.resume:
         prepare_run_dir(out, cfg, True, opts.dist, marker="checkpoints/search_last.pt")
     else:
@@ -28,16 +33,18 @@ def pipeline(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOpt
     retrain_opts = dataclasses.replace(opts, resume=opts.resume and (ckpts / "last.pt").is_file())
     inherit = ckpts / "search_best.pt" if cfg.train.inherit else None
     train_summary = train(cfg, task_cfg, arch, out, retrain_opts, inherit_from=inherit, prepare=False)
+    baselines = train_baselines(cfg, task_cfg, out, opts)
     summary: dict[str, Any] = {
         "candidates": len(arch.candidates),
         "connections": len(arch.connections),
         "removed_stages": arch.removed_stages,
         "train": train_summary["best"],
+        "baselines": baselines,
     }
     if opts.dist.is_main:
         result = evaluate(out, opts, latency_size=latency_size)
         summary["evaluation"] = result["rows"]
         summary.update({k: result[k] for k in ("device", "test_items", "latency_size", "child_model",
-                                               "metric_labels", "sets")})
+                                               "metric_labels", "sets", "latency_engines")})
         atomic_write_json(out / "summary.json", summary)
     return summary

@@ -1,4 +1,5 @@
-"""The user's jobs as importable functions: search, prune, train, evaluate, pipeline.
+"""The user's jobs as importable functions: search, prune, train (a child or a fixed model), evaluate,
+pipeline.
 
 The CLI is a thin layer over these; tests and notebooks call them directly. Run folder::
 
@@ -19,15 +20,17 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from torch import nn
 
 from sparseconn.architecture import Architecture
 from sparseconn.config import SpaceConfig
 from sparseconn.engine.checkpoint import load_checkpoint, load_model_state
-from sparseconn.engine.config import RunConfig, validate_run_config
+from sparseconn.engine.config import ModelConfig, RunConfig, validate_run_config
 from sparseconn.engine.distributed import DistInfo, barrier
 from sparseconn.engine.trainer import Trainer
 from sparseconn.errors import CheckpointError, SparseconnError
 from sparseconn.fileio import atomic_write_json, atomic_write_text
+from sparseconn.models import build_model, display_name, graph_model
 from sparseconn.network import GraphNet, build_child, build_supernet
 from sparseconn.pruning import derive
 from sparseconn.regularizers import RegContext
@@ -84,9 +87,17 @@ def regularizer_context(space: SearchSpace, size: tuple[int, int]) -> RegContext
                       costs=torch.tensor([float(macs[k]) for k in keys]))
 
 
+def refuse_model(cfg: RunConfig, job: str) -> None:
+    """A config with ``model:`` set names a fixed model: searching or retraining a child is an error."""
+    if cfg.model is not None:
+        raise SparseconnError(f"the config sets model: {cfg.model.name!r} (a fixed model), which {job} does not "
+                              "use; train it with `sparseconn train CONFIG` (no --arch), or remove `model:`")
+
+
 def search(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOptions(), ckpt_prefix: str = "",
            prepare: bool = True) -> dict[str, Any]:
     """Train the supernet with Eq. (2): the task loss plus the connection regularisers."""
+    refuse_model(cfg, "search")
     seed_everything(cfg.seed)
     task = make_task(cfg, task_cfg)
     space = SearchSpace(cfg.space)
@@ -248,6 +259,7 @@ def load_supernet(path: Path, space: SpaceConfig | None = None) -> GraphNet:
 def train(cfg: RunConfig, task_cfg: Any, arch: Architecture, out: Path, opts: RunOptions = RunOptions(),
           inherit_from: Path | None = None, prepare: bool = True) -> dict[str, Any]:
     """Retrain the child of ``arch`` with the task loss alone (optionally from inherited weights)."""
+    refuse_model(cfg, "retraining a searched child (--arch)")
     seed_everything(cfg.seed)
     task = make_task(cfg, task_cfg)
     inherit = None
@@ -273,14 +285,73 @@ def train(cfg: RunConfig, task_cfg: Any, arch: Architecture, out: Path, opts: Ru
     return summary
 
 
+def train_model(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOptions(),
+                prepare: bool = True) -> dict[str, Any]:
+    """Train the fixed model of ``cfg.model`` with the task loss and the ``train`` settings.
+
+    Checkpoints have kind ``"model"`` and hold the model config (and the architecture of a graph child,
+    which is also written to ``architecture.json``). A model without parameters (the classical
+    pipeline) trains for zero epochs: it is scored once on the validation split and its checkpoints
+    are written, so ``evaluate`` and ``infer`` work on the folder.
+    """
+    if cfg.model is None:
+        raise SparseconnError("train_model: the config sets no `model:` (a fixed model's name and params)")
+    if cfg.train.inherit:
+        raise SparseconnError(f"train.inherit is set, but model {cfg.model.name!r} is fixed, not pruned from a "
+                              "supernet: set train.inherit: false (--set train.inherit=false)")
+    seed_everything(cfg.seed)
+    task = make_task(cfg, task_cfg)
+    net = build_model(cfg.model.name, cfg.model.params, cfg.space, task)
+    arch = getattr(net, "architecture", None)
+    datasets = task.datasets(cfg.seed)
+    if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
+        prepare_run_dir(out, cfg, opts.resume, opts.dist)
+    payload: dict[str, Any] = {"kind": "model", "config": cfg.model_dump(mode="json"),
+                               "model_config": cfg.model.model_dump(mode="json"),
+                               "display_name": display_name(net, cfg.model.name)}
+    if isinstance(arch, Architecture):
+        payload["architecture"] = arch.model_dump(mode="json")
+        if opts.dist.is_main:
+            arch.save(Path(out) / "architecture.json")
+    trainer = Trainer(net, task, cfg.train, Path(out), "train", payload, device=opts.device, seed=cfg.seed,
+                      dist=opts.dist, threshold=cfg.prune.threshold, progress=opts.progress,
+                      callbacks=list(opts.callbacks))
+    result = trainer.fit(datasets, resume=opts.resume)
+    summary = {"stage": "train", "model": cfg.model.name, "connections": getattr(net, "num_connections", None),
+               **result}
+    if opts.dist.is_main:
+        atomic_write_json(Path(out) / "train_summary.json", summary)
+    return summary
+
+
 @dataclass
 class LoadedModel:
-    net: GraphNet
+    net: nn.Module
     cfg: RunConfig
     task_cfg: Any
     kind: str
     path: Path
     checkpoint: dict[str, Any]
+
+    def label(self, task: Task) -> str:
+        """Its row name in reports: a fixed model's own name, else the task's name for its kind."""
+        if self.kind == "model":
+            name = self.checkpoint.get("display_name")
+            return name if isinstance(name, str) and name else str(self.checkpoint["model_config"]["name"])
+        return task.display_names.get(self.kind, self.kind)
+
+
+def _fixed_model(ckpt: dict[str, Any], cfg: RunConfig, task_cfg: Any, path: Path) -> nn.Module:
+    """The model of a ``"model"`` checkpoint: its stored architecture, else its builder again."""
+    try:
+        spec = ModelConfig.model_validate(ckpt.get("model_config"))
+        arch = Architecture.model_validate(ckpt["architecture"]) if ckpt.get("architecture") is not None else None
+    except Exception as exc:  # pydantic errors from a damaged file: report, do not crash
+        raise CheckpointError(f"{path}: stored model is invalid ({str(exc).splitlines()[0]})") from None
+    name = ckpt.get("display_name") if isinstance(ckpt.get("display_name"), str) else spec.name
+    if arch is not None:  # e.g. `architecture` with a path that has moved since: the checkpoint is enough
+        return graph_model(arch, name)
+    return build_model(spec.name, spec.params, cfg.space, make_task(cfg, task_cfg))
 
 
 def load_model(source: Path, which: str = "best") -> LoadedModel:
@@ -304,6 +375,8 @@ def load_model(source: Path, which: str = "best") -> LoadedModel:
         net = GraphNet(arch.space, arch.graph(), gated=False, edge_bias=bool(ckpt.get("edge_bias")))
     elif ckpt.get("kind") == "supernet":
         net = build_supernet(SearchSpace(cfg.space))
+    elif ckpt.get("kind") == "model":
+        net = _fixed_model(ckpt, cfg, task_cfg, path)
     else:
         raise CheckpointError(f"{path}: unknown model kind {ckpt.get('kind')!r}")
     load_model_state(net, ckpt, path)

@@ -1,5 +1,9 @@
 """The training loop shared by the search (Eq. 2: Loss_t + alpha Loss_b + beta Loss_s, network and
-connection weights optimised jointly) and the child's retraining (Loss_t alone)."""
+connection weights optimised jointly), the child's retraining and a fixed model's training (Loss_t alone).
+
+The network is a :class:`~sparseconn.network.GraphNet` (supernet or child) or any fixed model of
+:mod:`sparseconn.models`; connection weights, their projection and the encoder's learning-rate group
+exist only where the network has them."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -39,9 +44,14 @@ class TrainingDiverged(SparseconnError):
     """The loss became NaN or infinite."""
 
 
+def gated(net: nn.Module) -> GraphNet | None:
+    """The network when it has connection weights (a supernet), else None."""
+    return net if isinstance(net, GraphNet) and net.connections is not None else None
+
+
 @dataclass
 class Trainer:
-    net: GraphNet
+    net: nn.Module
     task: Task
     cfg: TrainConfig
     run_dir: Path
@@ -73,9 +83,10 @@ class Trainer:
 
     # -- losses ----------------------------------------------------------------------------------
     def regularizer_terms(self) -> dict[str, torch.Tensor]:
-        if self.stage != "search" or self.net.connections is None:
+        supernet = gated(self.net)
+        if self.stage != "search" or supernet is None:
             return {}
-        w = self.net.connections.vector().float()
+        w = supernet.connections.vector().float()
         return {r.name: r.coef * REGULARISERS.get(r.name)(w, self.reg_ctx, **r.params) for r in self.cfg.regularizers}
 
     # -- evaluation ------------------------------------------------------------------------------
@@ -134,6 +145,8 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------
     def fit(self, datasets: dict[str, Dataset], resume: bool = False) -> dict[str, Any]:
         net, cfg = self.net.to(self.device), self.cfg
+        if not any(p.requires_grad for p in net.parameters()):
+            return self._fixed(datasets)
         train_loader, sampler = self._loader(datasets["train"], train=True)
         val_loader, _ = self._loader(datasets["val"], train=False)
         steps = min(len(train_loader), cfg.limit_train_batches or len(train_loader))
@@ -142,9 +155,11 @@ class Trainer:
                                   f"of {cfg.batch_size} per process")
         total = steps * cfg.epochs
         opts = [make_optimizer(cfg.optimizer, weight_groups(net, cfg.optimizer))]
-        if self.stage == "search" and net.connection_parameters():
+        supernet = gated(net)
+        if self.stage == "search" and supernet is not None:
             opts.append(make_optimizer(cfg.connection_optimizer, [
-                {"params": net.connection_parameters(), "lr": cfg.connection_optimizer.lr, "name": "connections"}]))
+                {"params": supernet.connection_parameters(), "lr": cfg.connection_optimizer.lr,
+                 "name": "connections"}]))
         scheds = [make_scheduler(o, cfg.schedule, total, steps) for o in opts]
         dtype = amp_dtype(cfg.amp, self.device)
         scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
@@ -208,18 +223,20 @@ class Trainer:
             for o in opts:
                 scaler.unscale_(o)
             if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(net.weight_parameters(), cfg.grad_clip)
+                weights = net.weight_parameters() if isinstance(net, GraphNet) else list(net.parameters())
+                torch.nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
             for o in opts:
                 scaler.step(o)
             scaler.update()
             for s in scheds:
                 s.step()
-            net.constrain_()
+            if isinstance(net, GraphNet):
+                net.constrain_()
             for k, v in {"loss": loss, "loss_t": loss_t, **regs}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             n += 1
             shown = {"loss": float(loss.detach())}
-            if net.connections is not None:
+            if gated(net) is not None:
                 shown["live"] = self.live_connections()
             bar.batch(shown)
         rec = {"epoch": epoch, "phase": self.stage, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()}}
@@ -227,16 +244,39 @@ class Trainer:
         rec["time"] = time.perf_counter() - t0
         return rec
 
-    def live_connections(self) -> int:
-        if self.net.connections is None:
-            return self.net.num_connections
-        return sum(w >= self.threshold for w in self.net.connections.snapshot().values())
+    def live_connections(self) -> int | None:
+        supernet = gated(self.net)
+        if supernet is None:
+            return getattr(self.net, "num_connections", None)
+        return sum(w >= self.threshold for w in supernet.connections.snapshot().values())
+
+    def _payload(self, record: dict, epoch: int, best: dict, opts: list, scheds: list, scaler: Any,
+                 weights: dict[str, float] | None) -> dict[str, Any]:
+        net = self.net
+        return {**self.payload, "stage": self.stage, "model": net.state_dict(), "fingerprint": fingerprint(net),
+                "optimizers": [o.state_dict() for o in opts], "schedulers": [s.state_dict() for s in scheds],
+                "scaler": scaler.state_dict(), "rng": rng_state(), "epoch": epoch, "best": best,
+                "connections": weights, "metrics": record}
+
+    def _fixed(self, datasets: dict[str, Dataset]) -> dict[str, Any]:
+        """A network without trainable parameters (e.g. the classical pipeline as a model): zero epochs.
+        It is scored once on the validation split, and ``last.pt`` / ``best.pt`` hold it (epoch -1)."""
+        val_loader, _ = self._loader(datasets["val"], train=False)
+        record = {f"val_{k}": v for k, v in self.evaluate(val_loader, self.cfg.limit_val_batches).items()}
+        value = record.get(f"val_{self.task.primary_metric}")
+        best = {"metric": self.task.primary_metric, "value": value, "epoch": None}
+        if self.dist.is_main:
+            scaler = torch.amp.GradScaler(enabled=False)
+            payload = self._payload(record, -1, best, [], [], scaler, None)
+            for which in ("last", "best"):
+                save_checkpoint(self.ckpt_path(which), payload)
+        return {"best": best, "epochs": 0, "steps_per_epoch": 0, "world_size": self.dist.world_size}
 
     def _finish_epoch(self, epoch, record, best, opts, scheds, scaler, bar) -> dict:
-        net = self.net
-        weights = net.connections.snapshot() if net.connections is not None else None
-        if net.connections is not None:
-            assert_same_on_all_ranks(net.connections.vector().detach().float(), self.dist)
+        supernet = gated(self.net)
+        weights = supernet.connections.snapshot() if supernet is not None else None
+        if supernet is not None:
+            assert_same_on_all_ranks(supernet.connections.vector().detach().float(), self.dist)
         record["live_connections"] = self.live_connections()
         key = f"val_{self.task.primary_metric}"
         value = record.get(key)
@@ -250,13 +290,10 @@ class Trainer:
             if weights is not None:
                 append_jsonl(self.run_dir / "connections.jsonl", {"epoch": epoch, "phase": self.stage,
                                                                    "weights": weights})
-            payload = {**self.payload, "stage": self.stage, "model": net.state_dict(), "fingerprint": fingerprint(net),
-                       "optimizers": [o.state_dict() for o in opts], "schedulers": [s.state_dict() for s in scheds],
-                       "scaler": scaler.state_dict(), "rng": rng_state(), "epoch": epoch, "best": best,
-                       "connections": weights, "metrics": record}
+            payload = self._payload(record, epoch, best, opts, scheds, scaler, weights)
             save_checkpoint(self.ckpt_path("last"), payload)
             if improved:
                 save_checkpoint(self.ckpt_path("best"), payload)
-        shown = {k: record[k] for k in ("train_loss", key, "live_connections") if k in record}
+        shown = {k: record[k] for k in ("train_loss", key, "live_connections") if record.get(k) is not None}
         bar.end_epoch(epoch, shown)
         return best

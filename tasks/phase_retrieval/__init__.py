@@ -1,12 +1,14 @@
 """NAS-PRNet phase retrieval (plugs into sparseconn through the ``sparseconn.plugins`` entry point).
 
 Importing the package registers the ``regression`` head, the ``hologram`` and ``sideband`` input ops,
-the ``phase_retrieval`` task and the ``sparseconn data`` commands.
+the ``phase_retrieval`` task, the ``classical`` model and the ``sparseconn data`` commands.
 """
 
 from tasks.phase_retrieval import cli as _cli  # noqa: F401  (registers the `data` CLI group)
 from tasks.phase_retrieval.heads import RegressionHead
 from tasks.phase_retrieval.inputs import HologramInput, SidebandInput
+from tasks.phase_retrieval.models import ClassicalModel
 from tasks.phase_retrieval.task import PhaseRetrievalConfig, PhaseRetrievalTask
 
-__all__ = ["HologramInput", "PhaseRetrievalConfig", "PhaseRetrievalTask", "RegressionHead", "SidebandInput"]
+__all__ = ["ClassicalModel", "HologramInput", "PhaseRetrievalConfig", "PhaseRetrievalTask", "RegressionHead",
+           "SidebandInput"]

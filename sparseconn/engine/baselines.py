@@ -1,0 +1,151 @@
+"""The rows beside a run's own model(s): the ``evaluate.baselines`` setting resolved.
+
+``evaluate.baselines`` is ``true`` (every non-network baseline of the task), ``false`` (none) or a list of
+
+- task baseline names (``"FT + unwrap (classical)"``; a task may accept short aliases for them in a
+  ``baseline_aliases`` dict class attribute, e.g. the phase task's ``classical``);
+- ``{model: {name, params}, name}``: a fixed model (:mod:`sparseconn.models`) that ``pipeline`` trains
+  with the run's ``train`` settings in ``RUN/baselines/<slug>/`` (slug of ``name``, else of the model
+  name), a run folder of its own that ``evaluate``, ``infer`` and ``export`` take too;
+- ``{run: PATH, name}``: a trained run folder or checkpoint of the same task, scored on this run's
+  test sets as this run's task scores its own outputs (so it must predict in the same units).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sparseconn.engine.config import ModelBaseline, RunBaseline, RunConfig, validate_run_config
+from sparseconn.engine.runs import LoadedModel, RunOptions, load_model, prepare_run_dir, train_model
+from sparseconn.errors import ConfigError, SparseconnError
+from sparseconn.fileio import atomic_write_text
+from sparseconn.task import Task
+
+BASELINES_DIR = "baselines"
+
+
+def task_baselines(task: Task, setting: bool | list[Any]) -> dict[str, Callable[..., np.ndarray]]:
+    """The task's non-network baselines that ``setting`` selects, by name (a list's strings, in order)."""
+    available = task.baselines()
+    if isinstance(setting, bool):
+        return available if setting else {}
+    aliases: dict[str, str] = getattr(task, "baseline_aliases", {})
+    chosen: dict[str, Callable[..., np.ndarray]] = {}
+    for entry in setting:
+        if not isinstance(entry, str):
+            continue
+        name = entry if entry in available else aliases.get(entry, entry)
+        if name not in available:
+            known = [*available, *(a for a, n in aliases.items() if n in available)]
+            raise ConfigError(f"evaluate.baselines: unknown task baseline {entry!r}; available: "
+                              f"{', '.join(repr(k) for k in known) or 'none'}")
+        if name in chosen:
+            raise ConfigError(f"evaluate.baselines: baseline {name!r} is listed twice")
+        chosen[name] = available[name]
+    return chosen
+
+
+def slug(text: str) -> str:
+    """A folder name for a row name: lower case, runs of other characters as '-' ('U-Net' -> 'u-net')."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "model"
+
+
+def model_baselines(cfg: RunConfig) -> list[tuple[str, ModelBaseline]]:
+    """``(folder slug, entry)`` of every fixed-model entry of ``evaluate.baselines``; slugs are unique."""
+    entries = cfg.evaluate.baselines if isinstance(cfg.evaluate.baselines, list) else []
+    out: list[tuple[str, ModelBaseline]] = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, ModelBaseline):
+            s = slug(entry.name or entry.model.name)
+            if s in [t for t, _ in out]:
+                raise ConfigError(f"evaluate.baselines.{i}: a second model in {BASELINES_DIR}/{s}/; give each "
+                                  "model entry its own `name`")
+            out.append((s, entry))
+    return out
+
+
+def baseline_config(cfg: RunConfig, entry: ModelBaseline, source: str) -> tuple[RunConfig, Any]:
+    """The run config of a model baseline: the run's, with ``model`` set, no inheritance from a supernet,
+    and only the task's own baselines (its model and run entries belong to the parent run)."""
+    data = cfg.model_dump(mode="json")
+    data["model"] = entry.model.model_dump(mode="json")
+    data["train"]["inherit"] = False
+    setting = cfg.evaluate.baselines
+    data["evaluate"]["baselines"] = setting if isinstance(setting, bool) else [e for e in setting if isinstance(e, str)]
+    return validate_run_config(data, source)
+
+
+def train_baselines(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOptions()) -> dict[str, Any]:
+    """Train every model entry of ``evaluate.baselines`` in ``out/baselines/<slug>/`` with the run's ``train``
+    settings; with ``opts.resume`` a finished one is kept and an unfinished one continues."""
+    summaries: dict[str, Any] = {}
+    for s, entry in model_baselines(cfg):
+        folder = Path(out) / BASELINES_DIR / s
+        sub_cfg, sub_task = baseline_config(cfg, entry, f"{out / 'config.yaml'} (evaluate.baselines: {s})")
+        if opts.resume and (folder / "train_summary.json").is_file():  # finished before the kill
+            summaries[s] = json.loads((folder / "train_summary.json").read_text(encoding="utf-8")).get("best")
+            continue
+        resume = opts.resume and (folder / "checkpoints" / "last.pt").is_file()
+        if opts.resume and not resume:  # killed before its first checkpoint: start it again
+            if opts.dist.is_main:
+                atomic_write_text(folder / "config.yaml", sub_cfg.dump())
+        else:
+            prepare_run_dir(folder, sub_cfg, resume, opts.dist)
+        run_opts = RunOptions(device=opts.device, resume=resume, progress=opts.progress, dist=opts.dist)
+        summaries[s] = train_model(sub_cfg, sub_task, folder, run_opts, prepare=False)["best"]
+    return summaries
+
+
+def check_baseline_runs(cfg: RunConfig) -> list[LoadedModel]:
+    """Load every ``{run: PATH}`` entry, refusing one of another task or input (done before a long search)."""
+    entries = cfg.evaluate.baselines if isinstance(cfg.evaluate.baselines, list) else []
+    loaded = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, RunBaseline):
+            continue
+        try:
+            lm = load_model(entry.run)
+        except SparseconnError as exc:
+            raise ConfigError(f"evaluate.baselines.{i}: {exc}") from None
+        theirs = (lm.cfg.task["name"], lm.cfg.space.in_channels)
+        if theirs != (cfg.task["name"], cfg.space.in_channels):
+            raise ConfigError(f"evaluate.baselines.{i}: {entry.run} is a {theirs[0]!r} model of {theirs[1]} input "
+                              f"channel(s); this run is {cfg.task['name']!r} with {cfg.space.in_channels}")
+        loaded.append(lm)
+    return loaded
+
+
+def baseline_models(base: Path, cfg: RunConfig, task: Task, taken: set[str],
+                    notes: list[str]) -> dict[str, LoadedModel]:
+    """The trained models of ``evaluate.baselines`` by row name: model entries from ``base/baselines/``
+    (a note names each one not trained there yet) and run entries. ``taken``: row names already used."""
+    rows: dict[str, LoadedModel] = {}
+    used = set(taken)
+
+    def add(lm: LoadedModel, name: str | None, fallback: str, key: str) -> None:
+        label = name or lm.label(task)
+        if name is None and label in used:
+            label = f"{label} ({fallback})"
+        if label in used:
+            raise ConfigError(f"evaluate.baselines: two rows are named {label!r}; give {key} another `name`")
+        used.add(label)
+        rows[label] = lm
+
+    for s, entry in model_baselines(cfg):
+        folder = Path(base) / BASELINES_DIR / s
+        if not (folder / "checkpoints").is_dir():
+            notes.append(f"{entry.name or entry.model.name} is not evaluated: {folder} holds no trained model "
+                         "(`sparseconn pipeline` trains it there)")
+            continue
+        add(load_model(folder), entry.name, s, f"the model entry {entry.model.name!r}")
+    entries = cfg.evaluate.baselines if isinstance(cfg.evaluate.baselines, list) else []
+    runs = [e for e in entries if isinstance(e, RunBaseline)]
+    for entry, lm in zip(runs, check_baseline_runs(cfg), strict=True):
+        add(lm, entry.name, Path(entry.run).name, f"the run entry {str(entry.run)!r}")
+    return rows
