@@ -1,65 +1,129 @@
-"""Latency of super-PRNet against the classical FT + unwrapping pipeline (Table I's comparison).
+"""Table I on this machine: latency of every model at 256², 512² and 1024², eager and fast path.
 
-Groups compare within one run (the machines are shared and noisy): read them as ratios. On CPU the
-networks run at 256x256; on CUDA at the paper's 1024x1024 in fp32 and bf16.
+One group per device and size. Models: super-PRNet, the shipped demo child
+(``tasks/phase_retrieval/architectures/demo_child.json``), U-Net at Table I's 37.7M parameters and
+SparseMask's published child (both as configured in ``tasks/phase_retrieval_unet.yaml`` and
+``tasks/phase_retrieval_sparsemask.yaml``), and the classical FT + unwrapping pipeline. Engines (see
+:mod:`sparseconn.engine.fastpath`): ``reference`` (the model as trained, NCHW fp32), ``eager`` (BN
+folded, channels-last; bf16 and CUDA graphs where the device has them) and, for the demo child,
+``compiled``; ``SPARSECONN_BENCH_COMPILE=all`` compiles every network.
+
+``extra_info`` of each benchmark holds the parameters, MACs, achieved GFLOP/s, the fp32 matrix-multiply
+peak measured in the same run and the fraction of it reached, and the fast path's parity with the
+reference. A summary of medians and ratios prints at the end (``benchmarks/conftest.py``).
+
+The weights are the untrained initialisation: latency does not depend on their values, and the
+parity check still compares every fast path against the reference on a real hologram.
 """
 
 from __future__ import annotations
 
+import os
+import time
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from sparseconn.config import load_space_config
-from sparseconn.engine.inference import autocast
-from sparseconn.network import build_supernet
+from benchmarks.conftest import CHILD, CLASSICAL, SPARSEMASK, SUPERNET, UNET, record
+from sparseconn.architecture import Architecture
+from sparseconn.engine.config import load_run_config
+from sparseconn.engine.fastpath import FastModel, optimize
+from sparseconn.models import build_model
+from sparseconn.network import build_child, build_supernet
+from sparseconn.profiling import count_macs, count_params
 from sparseconn.space import SearchSpace
 from tasks.phase_retrieval.classical import retrieve_phase
 from tasks.phase_retrieval.simulate import SimConfig, simulate
 
 pytest.importorskip("pytest_benchmark")
-CONFIG = Path(__file__).resolve().parents[1] / "tasks" / "phase_retrieval.yaml"
+TASKS = Path(__file__).resolve().parents[1] / "tasks"
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+SIZES = [256, 512, 1024]
+NETWORKS = [SUPERNET, CHILD, UNET, SPARSEMASK]
+TARGET_SECONDS = 3.0  # rounds per benchmark: about this much timing, at least 3 and at most 50 rounds
 
 
-def _size(device: str) -> int:
-    return 1024 if device == "cuda" else 256
+@cache
+def network(name: str) -> torch.nn.Module:
+    if name == SUPERNET:
+        cfg, _ = load_run_config(TASKS / "phase_retrieval.yaml")
+        return build_supernet(SearchSpace(cfg.space)).eval()
+    if name == CHILD:
+        return build_child(Architecture.load(TASKS / "phase_retrieval" / "architectures" / "demo_child.json")).eval()
+    config = {UNET: "phase_retrieval_unet.yaml", SPARSEMASK: "phase_retrieval_sparsemask.yaml"}[name]
+    cfg, _ = load_run_config(TASKS / config)
+    return build_model(cfg.model.name, cfg.model.params, cfg.space).eval()
 
 
-@pytest.fixture(scope="module")
-def supernet() -> torch.nn.Module:
-    return build_supernet(SearchSpace(load_space_config(CONFIG))).eval()
+@cache
+def hologram(size: int) -> np.ndarray:
+    return simulate(SimConfig(size=size), np.random.default_rng(0)).hologram.astype(np.float32)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_super_prnet_forward(benchmark, supernet, device: str, precision: str) -> None:
-    if precision == "bf16" and device == "cpu":
-        pytest.skip("bf16 autocast is only timed on CUDA")
-    size = _size(device)
+@cache
+def fast_model(name: str, engine: str, device: str, size: int) -> FastModel:
+    x = torch.from_numpy(hologram(size))[None, None].to(device)
+    return optimize(network(name), device=device, engine=engine, example=x)
+
+
+def engines(name: str) -> list[str]:
+    compile_all = os.environ.get("SPARSECONN_BENCH_COMPILE") == "all"
+    return ["reference", "eager"] + (["compiled"] if name == CHILD or compile_all else [])
+
+
+def _rounds(seconds: float) -> int:
+    return int(min(50, max(3, TARGET_SECONDS / max(seconds, 1e-6))))
+
+
+CASES = [(d, s, n, e) for d in DEVICES for s in SIZES for n in NETWORKS for e in engines(n)]
+
+
+@pytest.mark.parametrize(("device", "size", "name", "engine"), CASES,
+                         ids=[f"{d}-{s}-{n.split(' ')[0]}-{e}" for d, s, n, e in CASES])
+def test_network_latency(benchmark, peak, device: str, size: int, name: str, engine: str) -> None:
     benchmark.group = f"latency {device} {size}x{size}"
-    net = supernet.to(device)
-    x = torch.rand(1, 1, size, size, device=device)
-    dtype = torch.bfloat16 if precision == "bf16" else None
+    fast = fast_model(name, engine, device, size)
+    x = torch.from_numpy(hologram(size))[None, None].to(device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    @torch.inference_mode()
     def run() -> torch.Tensor:
-        with autocast(device, dtype):
-            y = net(x)
+        y = fast(x)
         sync()
         return y
 
-    run()  # warm-up: cuDNN algorithm choice, allocator
-    y = benchmark.pedantic(run, rounds=10 if device == "cuda" else 3, warmup_rounds=1)
+    t0 = time.perf_counter()
+    run()  # warm-up: compilation, cuDNN algorithm choice, CUDA graph capture, allocator
+    y = benchmark.pedantic(run, rounds=_rounds(time.perf_counter() - t0), warmup_rounds=1)
     assert y.shape == (1, 1, size, size)
+    net = network(name)
+    macs = count_macs(net, (1, 1, size, size))
+    record(benchmark, device, size, name, engine, macs)
+    median_s = benchmark.stats.stats.median
+    fp32_peak = peak(device)
+    achieved = 2 * macs / median_s / 1e9
+    benchmark.extra_info.update({
+        "model": name, "engine": engine, "path": fast.description, "params": count_params(net), "macs": macs,
+        "gflops": round(achieved, 2), "matmul_peak_gflops_fp32": round(fp32_peak, 1),
+        "fraction_of_peak": round(achieved / fp32_peak, 3), "parity": fast.parity,
+    })
+    if fast.dtype is not None:  # a bf16 path is held against the bf16 peak
+        bf16_peak = peak(device, torch.bfloat16)
+        benchmark.extra_info.update({"matmul_peak_gflops_bf16": round(bf16_peak, 1),
+                                     "fraction_of_bf16_peak": round(achieved / bf16_peak, 3)})
 
 
-@pytest.mark.parametrize("size", [256, 1024])
+@pytest.mark.parametrize("size", SIZES)
 def test_classical_ft_unwrap(benchmark, size: int) -> None:
-    benchmark.group = f"latency cpu {size}x{size}" if size == 256 else "classical 1024x1024 (cpu)"
-    holo = simulate(SimConfig(size=size), np.random.default_rng(0)).hologram
-    phase = benchmark.pedantic(retrieve_phase, args=(holo,), rounds=3, warmup_rounds=1)
+    """The classical pipeline (CPU only: numpy/scipy/scikit-image), timed like the networks."""
+    benchmark.group = f"latency cpu {size}x{size}"
+    holo = hologram(size)
+    t0 = time.perf_counter()
+    retrieve_phase(holo)
+    phase = benchmark.pedantic(retrieve_phase, args=(holo,), rounds=_rounds(time.perf_counter() - t0),
+                               warmup_rounds=1)
     assert phase.shape == (size, size)
+    record(benchmark, "cpu", size, CLASSICAL, "numpy", None)
+    benchmark.extra_info.update({"model": CLASSICAL, "engine": "numpy"})

@@ -103,26 +103,46 @@ class ResizeConv(nn.Module):
         return x
 
     @torch.no_grad()
+    def fold_norm_(self) -> bool:
+        """Fold this edge's own BN into its conv (eval mode; exact, see :meth:`fold_from`); False if
+        there is none. The fast inference path calls it."""
+        if self.bn is None:
+            return False
+        weight, bias = _folded(self.conv, self.bn, 1.0)
+        conv = self.conv
+        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
+                              bias=True, device=weight.device, dtype=weight.dtype)
+        self.conv.weight.copy_(weight)
+        self.conv.bias.copy_(bias)
+        self.bn = None
+        return True
+
+    @torch.no_grad()
     def fold_from(self, other: ResizeConv, weight: float) -> None:
         """Copy ``weight * bn(conv(.))`` of a supernet edge into this plain conv (with bias).
 
         Exact in eval mode: BN is a per-channel affine map, and bilinear resizing commutes with it
         because its interpolation weights sum to one.
         """
-        w, b = other.conv.weight, other.conv.bias
-        scale = torch.ones(w.shape[0], device=w.device, dtype=w.dtype)
-        shift = torch.zeros_like(scale) if b is None else b.clone()
-        if other.bn is not None:
-            bn = other.bn
-            inv = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            shift = (shift - bn.running_mean) * inv + bn.bias
-            scale = inv
-        self.conv.weight.copy_(w * (weight * scale).view(-1, 1, 1, 1))
+        w, shift = _folded(other.conv, other.bn, weight)
+        self.conv.weight.copy_(w)
         if self.conv.bias is None:
             if torch.count_nonzero(shift).item() > 0:
                 raise ValueError("folding a normalised edge needs a conv with bias")
         else:
-            self.conv.bias.copy_(weight * shift)
+            self.conv.bias.copy_(shift)
+
+
+def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of one conv equal to ``weight * bn(conv(.))`` in eval mode."""
+    w, b = conv.weight, conv.bias
+    scale = torch.ones(w.shape[0], device=w.device, dtype=w.dtype)
+    shift = torch.zeros_like(scale) if b is None else b.clone()
+    if bn is not None:
+        inv = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = (shift - bn.running_mean) * inv + bn.bias
+        scale = inv
+    return w * (weight * scale).view(-1, 1, 1, 1), weight * shift
 
 
 # --- stage ops ------------------------------------------------------------------------------------

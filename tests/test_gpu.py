@@ -47,3 +47,23 @@ def test_bf16_inference_matches_fp32() -> None:
     y16 = predict(net, x, amp=torch.bfloat16)
     assert y16.shape == y32.shape == (2, 1, 250, 333) and y16.dtype == torch.float32
     assert (y16 - y32).abs().max().item() < 0.05  # outputs are in [0, 1]
+
+
+@pytest.mark.parametrize("engine", ["eager", "compiled"])
+def test_fast_path_on_cuda_matches_fp32_and_replays_its_graph(engine: str) -> None:
+    from sparseconn.architecture import Architecture
+    from sparseconn.engine.fastpath import BF16_TOL, optimize
+    from sparseconn.network import build_child
+
+    torch.manual_seed(0)
+    arch = Architecture.load(CONFIG.parent / "phase_retrieval" / "architectures" / "demo_child.json")
+    net = build_child(arch).cuda().eval()
+    x = torch.rand(1, 1, 256, 256, device="cuda")
+    fast = optimize(net, device="cuda", engine=engine, example=x)
+    assert fast.engine == engine and "CUDA graph" in fast.description
+    assert fast.dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
+    for _ in range(2):  # the second call replays the captured graph with new data
+        x2 = torch.rand_like(x)
+        with torch.no_grad():
+            ref = net(x2)
+        assert (fast(x2) - ref).abs().max().item() <= BF16_TOL * max(1.0, ref.abs().max().item())

@@ -1,5 +1,7 @@
-"""``evaluate``: test metrics, parameters, MACs and latency of a run's model(s) and the task's
-baselines, written as ``evaluation.json`` and a ``report.md`` / ``report.html`` with pictures."""
+"""``evaluate``: test metrics, parameters, MACs and latency of a run's model(s) and the baselines of
+``evaluate.baselines`` (the task's non-network methods, fixed models, other trained runs; see
+:mod:`sparseconn.engine.baselines`), written as ``evaluation.json`` and a ``report.md`` / ``report.html``
+with pictures."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from sparseconn.engine.inference import predict
+from sparseconn.engine.baselines import baseline_models, task_baselines
+from sparseconn.engine.fastpath import ENGINES, optimize
+from sparseconn.engine.inference import max_stride, pad_to_multiple, predict
 from sparseconn.engine.metrics import MetricAccumulator
 from sparseconn.engine.runs import LoadedModel, RunOptions, load_model, make_task, run_folder_of
-from sparseconn.errors import CheckpointError
+from sparseconn.errors import CheckpointError, SparseconnError
 from sparseconn.fileio import atomic_write_json
 from sparseconn.profiling import count_macs, count_params, measure_latency
 from sparseconn.task import Task
@@ -88,14 +92,17 @@ def _score_set(task: Task, dataset: Any, models: dict[str, torch.nn.Module], bas
 
 
 def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, report: bool = True,
-             latency_size: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Evaluate a run folder (its best model; in a pipeline folder also the supernet) or a checkpoint."""
+             latency_size: tuple[int, int] | None = None, engine: str | None = None) -> dict[str, Any]:
+    """Evaluate a run folder (its best model; in a pipeline folder also the supernet) or a checkpoint,
+    beside the baselines its config's ``evaluate.baselines`` names."""
+    if engine is not None and engine not in ENGINES:
+        raise SparseconnError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     run = Path(run)
     lm = load_model(run)
     cfg, task = lm.cfg, make_task(lm.cfg, lm.task_cfg)
     ecfg = cfg.evaluate
     size = tuple(latency_size or ecfg.latency_size)
-    models: dict[str, LoadedModel] = {task.display_names.get(lm.kind, lm.kind): lm}
+    models: dict[str, LoadedModel] = {lm.label(task): lm}
     notes: list[str] = []
     searched = run / "checkpoints" / "search_best.pt"
     if lm.kind == "child" and run.is_dir() and searched.is_file():
@@ -106,21 +113,31 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
             models = {task.display_names["supernet"]: sup, **models}
         except CheckpointError as exc:  # a damaged supernet checkpoint must not hide the child's result
             notes.append(f"the supernet row is missing: {exc}")
+    # a checkpoint inside a run folder reports into that folder (beside its logs and architecture)
+    base = run if run.is_dir() else (run_folder_of(run) or run.parent)
+    baselines = task_baselines(task, ecfg.baselines)
+    models.update(baseline_models(base, cfg, task, {*models, *baselines}, notes))
     test = task.datasets(cfg.seed)["test"]
     loader = DataLoader(test, batch_size=1)
-    baselines = task.baselines() if ecfg.baselines else {}
     device = opts.device
     rows, outputs, scores, first = [], {}, {}, None
+    engines: dict[str, str] = {}  # model -> the inference path its latency was measured on
     for name, m in models.items():
         net = m.net.to(device).eval()
         vals, batch, out = _metrics(task, loader, _net_runner(net, device), ecfg.max_images)
         first = first or batch
         shape = (1, cfg.space.in_channels, *size)
-        row = {"model": name, **vals, "params": count_params(net), "macs": count_macs(net, shape),
-               "connections": net.num_connections, "latency_ms": None}
+        macs = count_macs(net, shape) if getattr(net, "traceable", True) else None  # NumPy inside: not counted
+        row = {"model": name, **vals, "params": count_params(net), "macs": macs,
+               "connections": getattr(net, "num_connections", None), "latency_ms": None}
         if latency:
-            row["latency_ms"] = measure_latency(net, shape, runs=ecfg.latency_runs,
-                                                warmup=1, device=device)
+            fast = net
+            if getattr(net, "traceable", True):
+                example, _ = pad_to_multiple(torch.from_numpy(task.example_input(size, seed=cfg.seed))[None],
+                                             max_stride(net))
+                fast = optimize(net, device=device, engine=engine or ecfg.engine, example=example)
+                engines[name] = fast.description
+            row["latency_ms"] = measure_latency(fast, shape, runs=ecfg.latency_runs, warmup=1, device=device)
         rows.append(row)
         outputs[name] = out[0].numpy()
     for name, fn in _scorable(baselines, test, notes, "the test split").items():
@@ -145,15 +162,14 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
     for r in rows:
         scores[r["model"]] = " ".join(f"{task.metric_labels.get(k, k)} {_short(r[k])}"
                                       for k in task.metric_names[:2] if k in r)
-    # a checkpoint inside a run folder reports into that folder (beside its logs and architecture)
-    base = run if run.is_dir() else (run_folder_of(run) or run.parent)
     result = {"device": device, "latency_size": list(size), "test_items": len(test), "rows": rows,
-              "child_model": task.display_names.get(lm.kind, lm.kind), "metric_labels": dict(task.metric_labels),
-              "sets": sets, "warnings": notes}
+              "child_model": lm.label(task), "metric_labels": dict(task.metric_labels),
+              "sets": sets, "warnings": notes, "latency_engines": engines}
     atomic_write_json(base / "evaluation.json", result)
     if report and first is not None:
         from sparseconn.engine.report import write_run_report
 
         result["report"] = [str(p) for p in write_run_report(base, cfg, task, rows, first, outputs, scores, size,
-                                                                        device=device, sets=sets, warnings=notes)]
+                                                                        device=device, sets=sets, warnings=notes,
+                                                                        engines=engines)]
     return result

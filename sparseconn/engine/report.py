@@ -205,10 +205,12 @@ def _plural(n: int, word: str) -> str:
 
 def write_run_report(base: Path, cfg: Any, task: Any, rows: list[dict], batch: dict, outputs: dict,
                      scores: dict[str, str], size: tuple[int, int], device: str | None = None,
-                     sets: dict[str, dict] | None = None, warnings: list[str] | None = None) -> tuple[Path, Path]:
+                     sets: dict[str, dict] | None = None, warnings: list[str] | None = None,
+                     engines: dict[str, str] | None = None) -> tuple[Path, Path]:
     """``report.md`` and ``report.html`` in ``base`` with the comparison table, a table per extra test set
     (``sets``: label -> ``{"items": n, "rows": [...]}``, as ``evaluation.json`` holds them), the pictures
-    (in ``base/figures``) and the config used."""
+    (in ``base/figures``) and the config used. ``engines``: model -> the inference path its latency was
+    measured on (:class:`sparseconn.engine.fastpath.FastModel.description`)."""
     from sparseconn.viz import comparison_rows, save_figure, write_report
 
     base = Path(base)
@@ -241,9 +243,13 @@ def write_run_report(base: Path, cfg: Any, task: Any, rows: list[dict], batch: d
         where = f"on {device}" if device else "on this device"
         notes.append(f"Latency: median of {_plural(runs, 'run')} at {size[0]}x{size[1]}, batch 1, {where}; "
                      "speed-up: the slowest model's latency over each model's.")
+        for name, path in (engines or {}).items():
+            notes.append(f"Latency path of {name}: {path}.")
     else:
         notes.append("Latency not measured (--no-latency).")
-    baselines = list(task.baselines()) if cfg.evaluate.baselines else []
+    from sparseconn.engine.baselines import task_baselines
+
+    baselines = list(task_baselines(task, cfg.evaluate.baselines))
     if baselines:
         notes.append(f"Baseline{'s' if len(baselines) > 1 else ''} {', '.join(baselines)}: NumPy on the CPU; "
                      "no learned parameters, MACs not counted.")

@@ -1,0 +1,106 @@
+"""Shared by the benchmarks: the matrix-multiply peak measured in the same run, and a summary of ratios.
+
+Every latency benchmark records its median in :data:`RESULTS`; at the end of the session a table
+prints, per device and size, each model's median, achieved GFLOP/s and fraction of the measured peak,
+and the ratios the README quotes (the child's fast path against U-Net's fast path and against the
+classical pipeline). Ratios come from one run, so machine noise affects both sides alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+@dataclass
+class Result:
+    device: str
+    size: int
+    model: str
+    engine: str
+    median_ms: float
+    macs: int | None
+
+
+RESULTS: list[Result] = []
+PEAKS: dict[tuple[str, str], float] = {}
+
+
+def matmul_peak(device: str, dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 5) -> float:
+    """Best-of-``reps`` GFLOP/s of an n×n×n matrix multiply on ``device`` (the machine's practical peak)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    a @ b
+    sync()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / min(times) / 1e9
+
+
+@pytest.fixture(scope="session")
+def peak():
+    """``peak(device, dtype)``: the measured matmul GFLOP/s, measured once per session."""
+
+    def get(device: str, dtype: torch.dtype = torch.float32) -> float:
+        key = (device, str(dtype))
+        if key not in PEAKS:
+            PEAKS[key] = matmul_peak(device, dtype)
+        return PEAKS[key]
+
+    return get
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not RESULTS:
+        return
+    tr = terminalreporter
+    tr.section("latency summary (medians of this run)")
+    for (device, dtype), gflops in sorted(PEAKS.items()):
+        tr.write_line(f"matmul peak {device} {dtype.replace('torch.', '')}: {gflops:.1f} GFLOP/s")
+    for device, size in sorted({(r.device, r.size) for r in RESULTS}):
+        rows = [r for r in RESULTS if r.device == device and r.size == size]
+        tr.write_line("")
+        tr.write_line(f"{device} {size}x{size}, batch 1")
+        tr.write_line(f"  {'model':<26} {'engine':<10} {'median ms':>10} {'frames/s':>9} {'GFLOP/s':>9} {'of peak':>8}")
+        fp32 = PEAKS.get((device, str(torch.float32)))
+        for r in sorted(rows, key=lambda r: r.median_ms):
+            gf = 2 * r.macs / r.median_ms / 1e6 if r.macs else None
+            share = f"{100 * gf / fp32:.0f}%" if gf and fp32 else "–"
+            tr.write_line(f"  {r.model:<26} {r.engine:<10} {r.median_ms:>10.1f} {1e3 / r.median_ms:>9.1f} "
+                          f"{(f'{gf:.1f}' if gf else '–'):>9} {share:>8}")
+        best = {}
+        for r in rows:
+            if r.engine != "reference" and (r.model not in best or r.median_ms < best[r.model].median_ms):
+                best[r.model] = r
+        child = best.get(CHILD)
+        if child is None:
+            continue
+        for other in (UNET, CLASSICAL, SUPERNET, SPARSEMASK):
+            o = best.get(other) or next((r for r in rows if r.model == other), None)
+            if o is not None:
+                tr.write_line(f"  {CHILD} ({child.engine}) is {o.median_ms / child.median_ms:.1f}x faster than "
+                              f"{other} ({o.engine})")
+
+
+CHILD = "NAS-PRNet (demo child)"
+UNET = "U-Net"
+CLASSICAL = "FT + unwrap (classical)"
+SUPERNET = "super-PRNet"
+SPARSEMASK = "SparseMask child"
+
+
+def record(benchmark, device: str, size: int, model: str, engine: str, macs: int | None) -> None:
+    """Store a finished benchmark's median for the summary."""
+    median = statistics.median(benchmark.stats.stats.data) * 1e3
+    RESULTS.append(Result(device, size, model, engine, median, macs))

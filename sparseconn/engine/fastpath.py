@@ -1,0 +1,322 @@
+"""The fast inference path: one model, prepared for a device and checked against eager fp32 before use.
+
+``optimize(net, device=..., engine=...)`` returns a :class:`FastModel`, a callable on padded batches
+(B, C, H, W) that ``infer``, ``evaluate``'s latency column and the benchmarks all use. Engines:
+
+- ``reference``: the model as trained, NCHW fp32 (what the parity check compares against).
+- ``eager``: a copy with every BatchNorm folded into the conv before it, channels-last memory, bf16
+  autocast where the hardware has it (CUDA; CPUs with AVX-512 BF16 or AMX) and, on CUDA, a CUDA graph
+  per input shape (the small child is launch-bound on a GPU).
+- ``compiled``: ``eager``'s model through ``torch.compile`` (inductor, with weight freezing on CPU);
+  it pays for many frames: the first call compiles for tens of seconds on a 2-core CPU.
+- ``onnxruntime``: the folded model exported to ONNX and run by onnxruntime (CPU, or CUDA when its
+  provider is installed).
+- ``auto``: ``eager``, or ``compiled`` when ``frames`` is large enough to repay the compile time.
+
+Every engine but ``reference`` is run once on the example batch and compared with the reference
+output: fp32 paths must agree within ``FP32_TOL`` (of the output's scale), bf16 within ``BF16_TOL``.
+``auto`` falls back to ``reference`` (with the reason in :attr:`FastModel.description`) when a path
+fails its check; a named engine that fails raises :class:`~sparseconn.errors.SparseconnError`.
+
+On Linux with glibc the CPU paths also keep freed memory in the process heap
+(:func:`tune_cpu_allocator`): without it every large activation is handed back to the OS when freed
+and page-faulted in again on the next call, which costs more than the convolutions in a network's
+first high-resolution layers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import ctypes
+import functools
+import importlib.util
+import os
+import platform
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from sparseconn.engine.inference import max_stride
+from sparseconn.errors import SparseconnError
+
+ENGINES = ("auto", "reference", "eager", "compiled", "onnxruntime")
+FP32_TOL = 1e-4
+"""Largest |fast − reference| of an fp32 path, relative to max(1, max |reference|)."""
+BF16_TOL = 3e-2
+"""The same for bf16 paths (8 mantissa bits: about 0.4% per op, accumulated over the network)."""
+COMPILE_MIN_FRAMES = {"cpu": 2000, "cuda": 200}
+"""``auto`` compiles when at least this many frames will run (compiling takes ~30-60 s on 2 CPU cores
+and saves ~10-20% a frame; on CUDA it takes ~1 min and saves ~25%)."""
+
+
+# --- model transforms -------------------------------------------------------------------------------
+
+@torch.no_grad()
+def fold_batchnorm(net: nn.Module) -> tuple[nn.Module, int]:
+    """An eval-mode copy of ``net`` with each BatchNorm folded into the conv before it, and the count.
+
+    Folds ``Conv2d → BatchNorm2d`` pairs that follow each other in an ``nn.Sequential`` (encoders,
+    stage ops, U-Net blocks) and calls ``fold_norm_()`` on modules that own a BN elsewhere (a supernet
+    edge whose BN follows a resize). Exact up to float rounding: in eval mode BN is a per-channel affine map.
+    """
+    net = copy.deepcopy(net).eval()
+    folded = 0
+    for module in list(net.modules()):
+        if isinstance(module, nn.Sequential):
+            items = list(module)
+            for i in range(len(items) - 1):
+                conv, bn = items[i], items[i + 1]
+                if (isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d and bn.track_running_stats
+                        and bn.num_features == conv.out_channels):
+                    module[i] = fuse_conv_bn_eval(conv, bn)
+                    module[i + 1] = nn.Identity()
+                    folded += 1
+        fold = getattr(module, "fold_norm_", None)
+        if callable(fold) and fold():
+            folded += 1
+    return net, folded
+
+
+def count_batchnorm(net: nn.Module) -> int:
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+@functools.cache
+def tune_cpu_allocator() -> bool:
+    """Keep freed memory in the heap (glibc ``mallopt``: no mmap for large blocks, no trimming).
+
+    Large tensors are otherwise mapped fresh on every call and each page faulted in on first touch;
+    for a 1024² input the first layers' 100 MB activations then cost 2-3× their convolutions. The
+    price: the process keeps its peak memory until it exits. Once per process; False where the C
+    library is not glibc (the path is then only slower, never wrong).
+    """
+    if platform.system() != "Linux" or os.environ.get("SPARSECONN_NO_MALLOPT"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Native bf16 on this CPU (AVX-512 BF16 or AMX): read from /proc/cpuinfo where there is one."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def bf16_available(device: str) -> bool:
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return cpu_has_fast_bf16()
+
+
+class _CudaGraphed:
+    """Replay one captured CUDA graph per input shape (the network's kernels launch as one)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.fn = fn
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        key = (tuple(x.shape), x.dtype, x.device)
+        if key not in self.graphs:
+            static_x = x.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm-up outside the graph: cuDNN picks its algorithms
+                    self.fn(static_x)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_y = self.fn(static_x)
+            self.graphs[key] = (graph, static_x, static_y)
+        graph, static_x, static_y = self.graphs[key]
+        static_x.copy_(x)
+        graph.replay()
+        return static_y.clone()
+
+
+class _OnnxRuntime:
+    """The folded model exported to ONNX once per input shape and run by onnxruntime."""
+
+    def __init__(self, net: nn.Module, device: str, threads: int) -> None:
+        if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None:
+            raise SparseconnError("engine 'onnxruntime' needs the onnxruntime, onnx and onnxscript packages: "
+                                  "pip install 'sparseconn[export]' onnxruntime")
+        self.net, self.device, self.threads = net, device, threads
+        self.sessions: dict[tuple, object] = {}
+        self.dir = tempfile.TemporaryDirectory(prefix="sparseconn-ort-")
+
+    def _session(self, x: torch.Tensor):
+        import onnxruntime as ort
+
+        key = tuple(x.shape)
+        if key not in self.sessions:
+            path = Path(self.dir.name) / f"model-{'x'.join(map(str, key))}.onnx"
+            with warnings.catch_warnings(), contextlib.redirect_stdout(None):
+                warnings.simplefilter("ignore")
+                torch.onnx.export(self.net.cpu(), (x.cpu().float(),), str(path), input_names=["input"],
+                                  output_names=["output"], dynamo=True, external_data=False, verbose=False)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self.threads
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            providers = ["CPUExecutionProvider"]
+            if self.device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+                providers.insert(0, "CUDAExecutionProvider")
+            self.sessions[key] = ort.InferenceSession(str(path), opts, providers=providers)
+        return self.sessions[key]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._session(x).run(None, {"input": x.detach().float().cpu().contiguous().numpy()})[0]
+        return torch.from_numpy(y).to(x.device)
+
+
+# --- the fast model ---------------------------------------------------------------------------------
+
+@dataclass
+class FastModel:
+    """A prepared model: call it on padded batches (B, C, H, W); H and W multiples of ``stride``."""
+
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    engine: str
+    device: str
+    stride: int
+    steps: list[str] = field(default_factory=list)
+    """What was done to the model, in order (for the description)."""
+    parity: float | None = None
+    """max |this − reference| on the example batch, in output units (None for ``reference``)."""
+    dtype: torch.dtype | None = None
+    """Autocast dtype (None: fp32)."""
+    channels_last: bool = False
+    fallback: str | None = None
+    """Why ``auto`` fell back to the reference path, if it did."""
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ctx = (torch.autocast(device_type=torch.device(self.device).type, dtype=self.dtype)
+               if self.dtype is not None else contextlib.nullcontext())
+        with ctx:
+            y = self.fn(x)
+        return y.float().contiguous()
+
+    @property
+    def description(self) -> str:
+        """One line: the engine, what it does, and how far it is from the reference."""
+        parts = ", ".join(self.steps)
+        text = f"{self.engine} ({parts})" if parts else self.engine
+        if self.parity is not None:
+            text += f"; max |Δ| vs eager fp32 {self.parity:.1e}"
+        if self.fallback:
+            text += f" [{self.fallback}]"
+        return text
+
+
+def _reference(net: nn.Module, device: str, stride: int) -> FastModel:
+    return FastModel(net, "reference", device, stride, steps=["fp32", "NCHW"])
+
+
+def _build(net: nn.Module, engine: str, device: str, stride: int, bf16: bool | None) -> FastModel:
+    """The model for one engine (not yet checked)."""
+    cuda = device.startswith("cuda")
+    use_bf16 = bf16_available(device) if bf16 is None else bf16
+    if use_bf16 and not bf16_available(device):
+        raise SparseconnError(f"bf16 was asked for but {device} has no native bf16 (CUDA, or a CPU with "
+                              "AVX-512 BF16 or AMX)")
+    if not cuda:
+        tune_cpu_allocator()
+    model, n = fold_batchnorm(net)
+    left = count_batchnorm(model)
+    steps = [f"BN folded ({n})" + (f", {left} left" if left else "")]
+    if engine == "onnxruntime":
+        threads = torch.get_num_threads()
+        return FastModel(_OnnxRuntime(model, device, threads), engine, device, stride,
+                         steps=[*steps, "onnxruntime " + ("CUDA" if cuda else "CPU")])
+    model = model.to(device=device, memory_format=torch.channels_last)
+    steps.append("channels-last")
+    dtype = torch.bfloat16 if use_bf16 else None
+    if dtype is not None:
+        steps.append("bf16")
+    fn: Callable[[torch.Tensor], torch.Tensor] = model
+    if engine == "compiled":
+        # Freezing turns weights into constants: inductor folds them and pre-packs them for oneDNN.
+        fn = torch.compile(model, options={"freezing": True})
+        steps.append("torch.compile (frozen weights)")
+    if cuda:
+        fn = _CudaGraphed(fn)
+        steps.append("CUDA graph per shape")
+    return FastModel(fn, engine, device, stride, steps=steps, dtype=dtype, channels_last=True)
+
+
+def _scale(y: torch.Tensor) -> float:
+    return max(1.0, float(y.abs().max()))
+
+
+def choose_engine(engine: str, device: str, frames: int | None) -> str:
+    """The engine ``auto`` stands for: ``compiled`` when ``frames`` repay the compile time, else ``eager``."""
+    if engine != "auto":
+        return engine
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return "compiled" if frames is not None and frames >= COMPILE_MIN_FRAMES[kind] else "eager"
+
+
+def optimize(net: nn.Module, *, device: str = "cpu", engine: str = "auto", example: torch.Tensor | None = None,
+             frames: int | None = None, bf16: bool | None = None, check: bool = True) -> FastModel:
+    """``net`` prepared for fast inference on ``device``, checked against eager fp32 on ``example``.
+
+    Args:
+        net: the model (it is not modified; the fast paths work on a copy).
+        device: ``cpu`` or ``cuda[:N]``.
+        engine: one of :data:`ENGINES`.
+        example: one padded input batch (B, C, H, W); default: one random frame of 4 strides squared.
+        frames: how many frames will run (``auto`` compiles only when that repays the compile time).
+        bf16: force bf16 on (error where the hardware has no native bf16) or off; None: where native.
+        check: run the parity check (off only for callers that check themselves).
+    """
+    if engine not in ENGINES:
+        raise SparseconnError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    net = net.to(device).eval()
+    stride = max_stride(net)
+    if example is None:
+        in_channels = getattr(getattr(net, "cfg", None), "in_channels", 1)
+        example = torch.randn(1, in_channels, 4 * stride, 4 * stride)
+    example = example.to(device).float()
+    if engine == "reference":
+        return _reference(net, device, stride)
+    chosen = choose_engine(engine, device, frames)
+    try:
+        fast = _build(net, chosen, device, stride, bf16)
+        if check:
+            with torch.inference_mode():
+                ref = net(example).float()
+            got = fast(example)
+            if got.shape != ref.shape:
+                raise SparseconnError(f"engine {chosen!r} gives shape {tuple(got.shape)}, eager {tuple(ref.shape)}")
+            fast.parity = float((got - ref).abs().max())
+            tol = (BF16_TOL if fast.dtype is not None else FP32_TOL) * _scale(ref)
+            if not fast.parity <= tol:  # also catches NaN
+                raise SparseconnError(f"engine {chosen!r} differs from eager fp32 by {fast.parity:.2e} "
+                                      f"(tolerance {tol:.1e})")
+        return fast
+    except Exception as exc:  # a fast path that cannot be built or checked: auto falls back, a named one fails
+        if engine != "auto":
+            if isinstance(exc, SparseconnError):
+                raise
+            raise SparseconnError(f"engine {chosen!r} failed on {device}: {str(exc).splitlines()[0]}") from exc
+        fast = _reference(net, device, stride)
+        fast.fallback = f"{chosen} failed: {str(exc).splitlines()[0][:120]}"
+        return fast

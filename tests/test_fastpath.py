@@ -1,0 +1,171 @@
+"""The fast inference path: BN folding, channels-last, torch.compile and onnxruntime agree with eager fp32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sparseconn.architecture import Architecture
+from sparseconn.config import SpaceConfig
+from sparseconn.engine import fastpath
+from sparseconn.engine.fastpath import (
+    FP32_TOL,
+    choose_engine,
+    count_batchnorm,
+    fold_batchnorm,
+    optimize,
+    tune_cpu_allocator,
+)
+from sparseconn.errors import SparseconnError
+from sparseconn.network import build_child, build_supernet
+from sparseconn.pruning import derive
+from sparseconn.space import SearchSpace
+from tests.conftest import randomize_norms, tiny_config
+
+
+def _randomize(net: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN statistics and a non-zero head, so that a wrong fold cannot pass unseen."""
+    randomize_norms(net, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    return net.eval()
+
+
+def _mobilenet_space(**extra) -> SpaceConfig:
+    """The paper's super-PRNet space on a 1-channel input: MobileNetV2, 8 decoder stages (small enough at 64²)."""
+    return SpaceConfig.model_validate({
+        "in_channels": 1, "index_base": 1,
+        "encoder": {"name": "mobilenet_v2", "params": {"width": 0.35}, "features": [0, 1, 2, 3, 4, 5, 6, 7]},
+        "ground": [{"name": "G", "source": 8, "size": 3}],
+        "decoder": {"depth": {"rule": "linear", "step": 8, "max": 256}, "stage_op": "relu6_conv_bn_relu6",
+                    "output": "D1"},
+        "edges": {"rule": "dense", "kernel": 3, "norm": True},
+        **extra,
+    })
+
+
+def _child(space: SearchSpace, keep: float = 0.5) -> nn.Module:
+    weights = {k: (0.9 if i % 2 == 0 else 0.0) for i, k in enumerate(space.candidates)}
+    arch: Architecture = derive(space.graph, space.cfg, weights, 1e-3, False)
+    return build_child(arch)
+
+
+def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max()) / max(1.0, float(b.abs().max()))
+
+
+@pytest.mark.parametrize("which", ["supernet", "child"])
+def test_fold_batchnorm_removes_every_bn_and_keeps_the_output(which: str) -> None:
+    space = SearchSpace(_mobilenet_space())
+    net = build_supernet(space) if which == "supernet" else _child(space)
+    net = _randomize(net)
+    before = count_batchnorm(net)
+    folded, n = fold_batchnorm(net)
+    assert before > 0 and n == before and count_batchnorm(folded) == 0
+    assert count_batchnorm(net) == before  # the original is untouched
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        assert _max_rel(folded(x), net(x)) <= FP32_TOL
+
+
+def test_fold_batchnorm_only_folds_a_bn_that_follows_its_conv() -> None:
+    net = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(4))
+    _randomize(net)
+    folded, n = fold_batchnorm(net)
+    assert n == 0 and count_batchnorm(folded) == 2  # BN before a conv, and BN after a ReLU, stay
+
+
+@pytest.mark.parametrize("engine", ["eager", "onnxruntime", "compiled"])
+def test_fast_engines_match_eager_fp32(engine: str) -> None:
+    net = _randomize(build_supernet(SearchSpace(tiny_config())))
+    x = torch.randn(2, 1, 32, 32)
+    fast = optimize(net, engine=engine, example=x)
+    assert fast.engine == engine and fast.fallback is None
+    assert fast.parity is not None and fast.parity <= FP32_TOL
+    with torch.no_grad():
+        ref = net(x)
+    assert _max_rel(fast(x), ref) <= FP32_TOL
+    if engine != "compiled":  # another shape (a recompile would double the test's time; same code path)
+        other = torch.randn(1, 1, 48, 64)
+        with torch.no_grad():
+            ref_other = net(other)
+        assert _max_rel(fast(other), ref_other) <= FP32_TOL
+    assert engine in fast.description and "BN folded" in fast.description
+
+
+def test_reference_engine_is_the_model_itself() -> None:
+    net = _randomize(build_supernet(SearchSpace(tiny_config())))
+    fast = optimize(net, engine="reference")
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(fast(x), net(x))
+    assert fast.parity is None and fast.description.startswith("reference")
+
+
+def test_unknown_engine_is_one_line_error() -> None:
+    net = build_supernet(SearchSpace(tiny_config()))
+    with pytest.raises(SparseconnError, match=r"engine must be one of .*got 'tensorrt'"):
+        optimize(net, engine="tensorrt")
+
+
+def test_auto_compiles_only_when_frames_repay_it() -> None:
+    assert choose_engine("auto", "cpu", None) == "eager"
+    assert choose_engine("auto", "cpu", 10) == "eager"
+    assert choose_engine("auto", "cpu", fastpath.COMPILE_MIN_FRAMES["cpu"]) == "compiled"
+    assert choose_engine("auto", "cuda", fastpath.COMPILE_MIN_FRAMES["cuda"]) == "compiled"
+    assert choose_engine("onnxruntime", "cpu", 10**6) == "onnxruntime"
+
+
+def test_a_path_that_fails_its_check_falls_back_under_auto_and_fails_when_named(monkeypatch) -> None:
+    net = _randomize(build_supernet(SearchSpace(tiny_config())))
+    x = torch.randn(1, 1, 32, 32)
+    monkeypatch.setattr(fastpath, "FP32_TOL", -1.0)  # nothing passes
+    auto = optimize(net, engine="auto", example=x)
+    assert auto.engine == "reference" and "eager failed" in auto.fallback and "differs from eager fp32" in auto.fallback
+    with pytest.raises(SparseconnError, match="engine 'eager' differs from eager fp32"):
+        optimize(net, engine="eager", example=x)
+
+
+def test_bf16_is_used_only_where_the_hardware_has_it() -> None:
+    net = _randomize(build_supernet(SearchSpace(tiny_config())))
+    x = torch.randn(1, 1, 32, 32)
+    if fastpath.cpu_has_fast_bf16():
+        fast = optimize(net, engine="eager", example=x, bf16=True)
+        assert fast.dtype == torch.bfloat16 and fast.parity <= fastpath.BF16_TOL * max(1.0, float(net(x).abs().max()))
+    else:
+        assert optimize(net, engine="eager", example=x).dtype is None  # no bf16 by default here
+        with pytest.raises(SparseconnError, match="no native bf16"):
+            optimize(net, engine="eager", example=x, bf16=True)
+
+
+def test_cpu_allocator_tuning_is_idempotent() -> None:
+    first = tune_cpu_allocator()
+    assert isinstance(first, bool) and tune_cpu_allocator() is first
+
+
+def test_evaluate_reports_the_latency_path_and_refuses_an_unknown_engine(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from sparseconn.cli import app
+    from sparseconn.engine.config import load_run_config
+    from sparseconn.engine.evaluate import evaluate
+    from sparseconn.engine.runs import RunOptions, prune, search, train
+    from tests.toy_task import write_toy_config
+
+    cfg, tcfg = load_run_config(write_toy_config(tmp_path))
+    search(cfg, tcfg, tmp_path / "s", RunOptions(progress=False))
+    train(cfg, tcfg, prune(tmp_path / "s"), tmp_path / "c", RunOptions(progress=False))
+    result = evaluate(tmp_path / "c", RunOptions(progress=False), latency_size=(32, 32), report=False)
+    (path,) = result["latency_engines"].values()
+    assert path.startswith("eager (BN folded") and "max |Δ| vs eager fp32" in path
+    ref = evaluate(tmp_path / "c", RunOptions(progress=False), latency_size=(32, 32), report=False,
+                   engine="reference")
+    assert list(ref["latency_engines"].values()) == ["reference (fp32, NCHW)"]
+    out = CliRunner().invoke(app, ["evaluate", str(tmp_path / "c"), "--engine", "tensorrt"])
+    assert out.exit_code == 2 and "engine must be one of" in out.output and "Traceback" not in out.output
