@@ -21,7 +21,7 @@ confusion matrix) overrides the pair.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch.utils.data import Dataset
 
+from sparseconn.errors import SparseconnError
 from sparseconn.registry import Registry, make_register
 
 
@@ -109,6 +110,29 @@ class Task:
         output folder; the task replaces its suffix with its own (``path.with_suffix(".tif")``) and
         returns the path written."""
         raise NotImplementedError  # abstract
+
+    def iter_frames(self, path: Path) -> Iterator[np.ndarray]:
+        """The frames of one input file for ``infer``, each (C, H, W) float32, read one at a time (a file
+        may hold a stack of frames; ``infer`` never asks for the next frame before it needs it).
+        Default: :meth:`read_input` once."""
+        yield self.read_input(path)
+
+    def frame_count(self, path: Path) -> int | None:
+        """How many frames :meth:`iter_frames` yields for ``path``, from the file's header (for the progress
+        bar and the choice of inference engine); None when unknown. Default: 1 when :meth:`iter_frames` is
+        the default, else None."""
+        return 1 if type(self).iter_frames is Task.iter_frames else None
+
+    def write_frames(self, frames: Iterator[np.ndarray], path: Path) -> Path:
+        """Write the predictions of one input file's frames, (C, H, W) each, in order, as one output file;
+        take them one at a time from ``frames`` (a stack is never held whole). ``path`` is as in
+        :meth:`write_output`; returns the path written. Default: the single frame through
+        :meth:`write_output`."""
+        first = next(frames)
+        if next(frames, None) is not None:
+            raise SparseconnError(f"{path.name}: the input holds several frames, but {type(self).__name__} writes "
+                                  "one prediction per file")
+        return self.write_output(first, path)
 
     def baselines(self) -> dict[str, Callable[..., np.ndarray]]:
         """Non-network methods evaluated beside the networks: name -> ``fn(input (C, H, W)) -> output``.

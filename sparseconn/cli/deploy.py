@@ -7,18 +7,29 @@ from pathlib import Path
 import typer
 
 from sparseconn.cli._common import app, handle_errors
-from sparseconn.cli._runopts import DEVICE, run_options
+from sparseconn.cli._runopts import DEVICE, QUIET, run_options
 
 
 @app.command("infer")
 @handle_errors
 def infer_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoint."),
-              inputs: list[Path] = typer.Argument(..., help="Input files or folders."),
-              out: Path = typer.Option(..., "--out", "-o", help="Output folder."), device: str = DEVICE) -> None:
-    """Run a trained model on inputs of any size (phase maps: float32 TIFF in radians)."""
-    from sparseconn.engine.deploy import infer
+              inputs: list[Path] = typer.Argument(..., help="Input files or folders (a multi-page TIFF is a stack)."),
+              out: Path = typer.Option(..., "--out", "-o", help="Output folder."), device: str = DEVICE,
+              batch_size: str = typer.Option("1", "--batch-size", metavar="N",
+                                             help="Frames run at once (consecutive frames of one size)."),
+              max_memory: str = typer.Option("2048", "--max-memory", metavar="MB",
+                                             help="Float32 input frames held at once, in MB: the batch shrinks "
+                                                  "to fit."),
+              engine: str = typer.Option("auto", "--engine",
+                                         help="auto, reference, eager, compiled or onnxruntime (checked against "
+                                              "eager fp32)."),
+              quiet: bool = QUIET) -> None:
+    """Run a trained model on inputs of any size, streamed (phase maps: float32 TIFF in radians)."""
+    from sparseconn.engine.deploy import check_engine, infer, parse_batch_size, parse_max_memory
 
-    written = infer(model, inputs, out, run_options(device, False, True))
+    n, mb, engine = parse_batch_size(batch_size), parse_max_memory(max_memory), check_engine(engine)
+    written = infer(model, inputs, out, run_options(device, False, quiet), batch_size=n, max_memory=mb,
+                    engine=engine, log=typer.echo)
     typer.echo(f"wrote {len(written)} file(s) to {out}")
 
 
@@ -27,18 +38,29 @@ def infer_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoint
 def export_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoint."),
                fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
                out: Path = typer.Option(None, "--out", "-o", help="Output file (default: model.onnx / model.pt)."),
-               size: tuple[int, int] = typer.Option((256, 256), "--size", help="Input size (H W) to trace at."),
+               size: tuple[int, int] = typer.Option((256, 256), "--size",
+                                                    help="Input size (H W) to trace at; the file runs at any "
+                                                         "multiple of the stride."),
+               check: bool = typer.Option(False, "--check",
+                                          help="Run the file at two sizes and compare with the eager model."),
+               tolerance: str = typer.Option("1e-4", "--tolerance", metavar="TOL",
+                                             help="Largest max abs error --check accepts."),
+               fixed_size: bool = typer.Option(False, "--fixed-size",
+                                               help="ONNX for one frame of --size only (much quicker to "
+                                                    "export; runtimes such as TensorRT prefer it)."),
                ) -> None:
-    """Export a trained model as ONNX or TorchScript."""
-    from sparseconn.engine.deploy import export
+    """Export a trained model as ONNX or TorchScript for any input size."""
+    from sparseconn.engine.deploy import FORMATS, export, parse_tolerance
 
-    if fmt not in ("onnx", "torchscript"):
+    if fmt not in FORMATS:
         from sparseconn.errors import SparseconnError
 
         raise SparseconnError(f"--format must be onnx or torchscript, got {fmt!r}")
+    tol = parse_tolerance(tolerance)
     base = model if model.is_dir() else model.parent
     target = out or base / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
-    typer.echo(f"wrote {export(model, fmt, target, size)}")
+    written = export(model, fmt, target, size, check=check, tolerance=tol, log=typer.echo, fixed_size=fixed_size)
+    typer.echo(f"wrote {written}")
 
 
 @app.command("draw")

@@ -1,68 +1,419 @@
-"""``infer`` (any input size, files or folders) and ``export`` (ONNX or TorchScript)."""
+"""``infer`` (files, folders and stacks of any size, streamed in bounded batches) and ``export`` (ONNX or
+TorchScript that run at any multiple of the network's stride, optionally checked against the eager model).
+
+``infer`` first lists and checks every input (a missing path or a file of the wrong type fails before any
+work), then reads frames one at a time through the task (:meth:`~sparseconn.task.Task.iter_frames`: a
+multi-page TIFF is a stack of frames), runs consecutive frames of one size in batches of at most
+``batch_size`` frames and ``max_memory`` MB of float32 input, and hands each file's predictions, in
+order, to :meth:`~sparseconn.task.Task.write_frames`, which writes one output file per input file,
+atomically. Nothing waits for more than one batch, so memory does not grow with the number of frames.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
+import logging
+import math
 import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import nn
 
-from sparseconn.engine.inference import max_stride, pad_to_multiple, predict
+from sparseconn.engine.inference import max_stride, pad_to_multiple, predict_with
+from sparseconn.engine.progress import CountProgress
 from sparseconn.engine.runs import RunOptions, load_model, make_task
 from sparseconn.errors import DataError, SparseconnError
 from sparseconn.fileio import atomic_path
+from sparseconn.task import Task
 
+MB = 2**20
+"""Bytes in the MB of ``--max-memory``."""
+DEFAULT_MAX_MEMORY_MB = 2048.0
+FORMATS = ("onnx", "torchscript")
+EXPORT_TOLERANCE = 1e-4
+"""Largest |exported − eager fp32| that ``export --check`` accepts, in output units."""
+
+
+# --- options ------------------------------------------------------------------------------------------
+
+def parse_batch_size(value: str | int) -> int:
+    """``--batch-size``: a whole number of frames, at least 1."""
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise SparseconnError(f"--batch-size must be a whole number of frames >= 1, got {str(value)!r}")
+    return n
+
+
+def parse_max_memory(value: str | float) -> float:
+    """``--max-memory``: a positive number of MB (2**20 bytes)."""
+    try:
+        mb = float(str(value).strip())
+    except ValueError:
+        mb = math.nan
+    if not (math.isfinite(mb) and mb > 0):
+        raise SparseconnError(f"--max-memory must be a positive number of MB, got {str(value)!r}")
+    return mb
+
+
+def parse_tolerance(value: str | float) -> float:
+    """``--tolerance``: a positive number."""
+    try:
+        tol = float(str(value).strip())
+    except ValueError:
+        tol = math.nan
+    if not (math.isfinite(tol) and tol > 0):
+        raise SparseconnError(f"--tolerance must be a positive number, got {str(value)!r}")
+    return tol
+
+
+def check_engine(engine: str) -> str:
+    from sparseconn.engine.fastpath import ENGINES
+
+    if engine not in ENGINES:
+        raise SparseconnError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    return engine
+
+
+# --- infer --------------------------------------------------------------------------------------------
 
 def _expand(inputs: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
+    """Every input file, in order: files as given, folders' files of ``suffixes`` sorted by name. Checks that
+    each exists and is of a type the task reads, and that no two would write the same output file."""
     files: list[Path] = []
     for p in map(Path, inputs):
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in suffixes and not q.name.startswith("."))
+            found = sorted(q for q in p.iterdir()
+                           if q.is_file() and q.suffix.lower() in suffixes and not q.name.startswith("."))
             if not found:
                 raise DataError(f"{p} holds no {', '.join(suffixes)} files")
             files += found
         elif p.is_file():
+            if p.suffix.lower() not in suffixes:
+                raise DataError(f"input {str(p)!r} is a {p.suffix or 'suffix-less'} file; expected one of "
+                                f"{', '.join(suffixes)}")
             files.append(p)
         else:
             raise DataError(f"input {str(p)!r} does not exist")
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.stem in seen:
+            raise DataError(f"inputs {seen[f.stem]} and {f} would both be written as {f.stem}.* in the output "
+                            "folder; infer them into separate --out folders")
+        seen[f.stem] = f
     return files
 
 
-def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOptions()) -> list[Path]:
-    """Predict every input (files or folders) and write one output file each into ``out``."""
+def _frames(task: Task, files: list[Path], counts: list[int | None], in_channels: int, max_memory: float
+            ) -> Iterator[tuple[int, np.ndarray | None]]:
+    """``(file index, frame)`` for every frame of every file in order, then ``(file index, None)`` when the
+    file's frames are done; each frame is checked (shape, and size against ``max_memory`` MB) as it is read."""
+    cap = int(max_memory * MB)
+    for i, f in enumerate(files):
+        n = 0
+        for frame in task.iter_frames(f):
+            n += 1
+            x = np.asarray(frame, dtype=np.float32)
+            del frame
+            where = str(f) if counts[i] == 1 else f"{f} (frame {n})"
+            if x.ndim != 3 or x.shape[0] != in_channels or x.size == 0:
+                raise DataError(f"{where}: read as an array of shape {x.shape}; the model takes ({in_channels}, H, W) "
+                                "with H, W >= 1")
+            if x.nbytes > cap:
+                c, h, w = x.shape
+                raise DataError(f"{where}: one {h}x{w} frame ({c} channel{'s' if c > 1 else ''}, float32) takes "
+                                f"{x.nbytes / MB:.3g} MB, above --max-memory {max_memory:g} MB; raise --max-memory")
+            yield i, x
+            del x
+        if n == 0:
+            raise DataError(f"{f}: holds no frames")
+        yield i, None
+
+
+def _batched(frames: Iterator[tuple[int, np.ndarray | None]], batch_size: int, cap: int,
+             run: Callable[[np.ndarray], np.ndarray]) -> Iterator[tuple[int, np.ndarray | None]]:
+    """The stream of :func:`_frames` with each frame replaced by its prediction, in the same order.
+
+    Consecutive frames of one shape are run together, at most ``batch_size`` of them and ``cap`` bytes;
+    a batch runs as soon as it is full (before the next frame is read), or when a frame of another shape
+    comes. A file's end mark waits behind the frames before it, and passes at once when none are waiting.
+    """
+    batch: list[np.ndarray] = []
+    waiting: list[tuple[int, bool]] = []  # (file index, is a frame) of the batch's frames and the end marks among them
+
+    def flush() -> Iterator[tuple[int, np.ndarray | None]]:
+        stacked = np.stack(batch)
+        batch.clear()
+        preds = deque(run(stacked))
+        del stacked
+        marks = waiting.copy()
+        waiting.clear()
+        for i, is_frame in marks:
+            yield i, (preds.popleft() if is_frame else None)
+
+    for i, x in frames:
+        if x is None:
+            if batch:
+                waiting.append((i, False))
+            else:
+                yield i, None
+            continue
+        if batch and x.shape != batch[0].shape:
+            yield from flush()
+        batch.append(x)
+        waiting.append((i, True))
+        del x
+        if len(batch) >= min(batch_size, cap // batch[0].nbytes):
+            yield from flush()
+    if batch:
+        yield from flush()
+
+
+class _Runner:
+    """Runs batches (B, C, H, W) on the device through the fast model, built from the first batch."""
+
+    def __init__(self, net: nn.Module, device: str, engine: str, frames: int | None,
+                 log: Callable[[str], None] | None, progress: CountProgress) -> None:
+        self.net, self.device, self.engine, self.frames = net, device, engine, frames
+        self.log, self.progress = log, progress
+        self.fast: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.stride = max_stride(net)
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(frames).to(self.device)
+        if self.fast is None:
+            from sparseconn.engine.fastpath import optimize
+
+            example, _ = pad_to_multiple(x, self.stride)
+            fast = optimize(self.net, device=self.device, engine=self.engine, example=example, frames=self.frames)
+            self.fast, self.stride = fast, fast.stride
+            if self.log is not None:
+                self.log(f"engine: {fast.description}")
+        y = predict_with(self.fast, x, self.stride).cpu().numpy()
+        self.progress.advance(len(frames))
+        return y
+
+
+def _predictions_of(stream: Iterator[tuple[int, np.ndarray | None]], index: int) -> Iterator[np.ndarray]:
+    """The predictions of file ``index`` from the shared stream, up to its end mark."""
+    for i, pred in stream:
+        if i != index:
+            raise RuntimeError(f"infer: a prediction of input {i} came while writing input {index}")
+        if pred is None:
+            return
+        yield pred
+
+
+def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOptions(), *, batch_size: int = 1,
+          max_memory: float = DEFAULT_MAX_MEMORY_MB, engine: str = "auto",
+          log: Callable[[str], None] | None = None) -> list[Path]:
+    """Predict every frame of every input (files or folders) and write one output file per input file.
+
+    Args:
+        batch_size: frames run at once (consecutive frames of one size).
+        max_memory: MB of float32 input frames a batch may hold; the batch shrinks to fit, and a frame
+            that alone is larger is an error.
+        engine: the inference path (:data:`sparseconn.engine.fastpath.ENGINES`), chosen and checked once.
+        log: called once with the engine's one-line description.
+    """
+    batch_size = parse_batch_size(batch_size)
+    max_memory = parse_max_memory(max_memory)
+    check_engine(engine)
     lm = load_model(model)
     task = make_task(lm.cfg, lm.task_cfg)
     files = _expand(inputs, task.input_suffixes)  # check every input before any work
-    arrays = [task.read_input(f) for f in files]
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {str(out)!r} is a file; expected a folder")
+    counts = [task.frame_count(f) for f in files]
+    total = sum(c for c in counts if c is not None) if None not in counts else None
     net = lm.net.to(opts.device).eval()
-    written = []
-    for f, x in zip(files, arrays, strict=True):
-        y = predict(net, torch.from_numpy(x)[None].to(opts.device))[0].cpu().numpy()
-        written.append(task.write_output(y, Path(out) / f.name))  # the task swaps in its file type
+    progress = CountProgress("infer frames", total, enabled=opts.progress)
+    try:
+        runner = _Runner(net, opts.device, engine, total, log, progress)
+        frames = _frames(task, files, counts, lm.cfg.space.in_channels, max_memory)
+        stream = _batched(frames, batch_size, int(max_memory * MB), runner)
+        written = []
+        for i, f in enumerate(files):
+            preds = _predictions_of(stream, i)
+            written.append(task.write_frames(preds, out / f.name))  # the task swaps in its file type
+            left = sum(1 for _ in preds)
+            if left:
+                raise RuntimeError(f"{type(task).__name__}.write_frames wrote {written[-1]} without taking its "
+                                   f"last {left} frame(s)")
+    finally:
+        progress.close()
     return written
 
 
-def export(model: Path, fmt: str, out: Path, size: tuple[int, int] = (256, 256)) -> Path:
-    """Export the model for inputs of ``size`` (padded to the network stride) as ONNX or TorchScript."""
+# --- export -------------------------------------------------------------------------------------------
+
+def _require(*packages: str) -> None:
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    if missing:
+        raise SparseconnError(f"this needs the {', '.join(missing)} package(s): pip install 'sparseconn[export]' "
+                              "onnxruntime")
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporters' progress lines, warnings and log messages kept off the user's terminal."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")  # torch.jit.trace is deprecated but still the portable format
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _pool_weights(n: int, out: int, like: torch.Tensor) -> torch.Tensor:
+    """(out, n): row i averages the bins [floor(i n / out), ceil((i + 1) n / out)) of adaptive average pooling."""
+    i = torch.arange(out, device=like.device)
+    start = torch.div(i * n, out, rounding_mode="floor")
+    end = torch.div((i + 1) * n + out - 1, out, rounding_mode="floor")
+    j = torch.arange(n, device=like.device)
+    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+    return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
+
+
+def _adaptive_avg_pool2d(x: torch.Tensor, output_size: list[int]) -> torch.Tensor:
+    """Adaptive average pooling as two products with bin-averaging matrices, for an export with free sizes:
+    torch's own decomposition fixes the bins' longest length at the traced size (a 3x3 ground pool of a
+    16-px feature map then averages the wrong pixels)."""
+    oh, ow = output_size
+    rows = _pool_weights(x.shape[-2], oh, x)
+    cols = _pool_weights(x.shape[-1], ow, x)
+    return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
+
+
+_FREE_SIZE_DECOMPOSITIONS = {torch.ops.aten.adaptive_avg_pool2d.default: _adaptive_avg_pool2d,
+                             torch.ops.aten._adaptive_avg_pool2d.default: _adaptive_avg_pool2d}
+
+
+def _export_onnx(net: nn.Module, x: torch.Tensor, stride: int, path: Path, free: bool = True) -> None:
+    """ONNX with a free batch size and free height and width in multiples of ``stride`` (``free``), or for
+    the shape of ``x`` only: symbolic sizes make the export 5-10 times slower (minutes for a MobileNetV2
+    child on 2 CPU cores)."""
+    import onnx
+    from torch.export import Dim
+
+    dims = ({0: Dim("batch"), 2: stride * Dim("height"), 3: stride * Dim("width")},) if free else None
+    try:
+        with _quiet_exporter():
+            program = torch.export.export(net, (x,), dynamic_shapes=dims)
+            program = program.run_decompositions(_FREE_SIZE_DECOMPOSITIONS)
+            program = torch.onnx.export(program, (x,), input_names=["input"], output_names=["output"],
+                                        dynamo=True, verbose=False)
+    except Exception as exc:  # the exporters raise many types; the first line says what failed
+        raise SparseconnError(f"the model cannot be exported to ONNX with free sizes: "
+                              f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}") from exc
+    proto = program.model_proto
+    # The exporter annotates some intermediate shapes wrongly under free sizes (a one-sided DFT's output
+    # keeps its input's width); onnxruntime plans buffers by them and fails. They are optional: drop them.
+    del proto.graph.value_info[:]
+    onnx.save_model(proto, str(path))
+
+
+def _export_torchscript(net: nn.Module, x: torch.Tensor, path: Path) -> None:
+    """TorchScript by ``torch.jit.trace``: sizes are recorded as operations on the input's shape, so the
+    file runs at other sizes (``export --check`` verifies one); ``torch.jit.script`` cannot compile the
+    registry-built networks."""
+    try:
+        with _quiet_exporter():
+            traced = torch.jit.trace(net, x, check_trace=False)
+    except Exception as exc:
+        raise SparseconnError(f"the model cannot be traced to TorchScript: "
+                              f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}") from exc
+    traced.save(str(path))
+
+
+def _runner(fmt: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The exported file at ``path`` as a function of a (B, C, H, W) float32 array."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda a: session.run(None, {"input": a})[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.load is deprecated like trace, and still reads the files
+        module = torch.jit.load(str(path))
+
+    def run(a: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(a)).numpy()
+
+    return run
+
+
+def check_sizes(size: tuple[int, int], stride: int) -> list[tuple[int, int]]:
+    """The sizes ``export --check`` runs: the traced one, and about 1.5 times it rounded to the stride."""
+    h, w = size
+    grow = (max(stride, round(1.5 * h / stride) * stride), max(stride, round(1.5 * w / stride) * stride))
+    return [size, grow if grow != size else (h + stride, w + stride)]
+
+
+def export(model: Path, fmt: str, out: Path, size: tuple[int, int] = (256, 256), *, check: bool = False,
+           tolerance: float = EXPORT_TOLERANCE, log: Callable[[str], None] | None = None,
+           fixed_size: bool = False) -> Path:
+    """Export the model as ONNX or TorchScript for inputs of any height and width that are multiples of the
+    network's stride (and any batch size in ONNX), traced at ``size`` padded to the stride (at least two
+    strides a side).
+
+    With ``check``, the file is run (onnxruntime on the CPU, or ``torch.jit.load``) on the task's example
+    inputs at the traced size and about 1.5 times it, and compared with the eager fp32 model; the largest
+    absolute difference at each size goes to ``log``, and one above ``tolerance`` is an error (the file is
+    then not written).
+
+    With ``fixed_size`` an ONNX file takes one frame of ``size`` (padded to the stride) only, and is written
+    in a fraction of the time; ``check`` then runs that size.
+    """
+    if fmt not in FORMATS:
+        raise SparseconnError(f"--format must be onnx or torchscript, got {fmt!r}")
+    if len(size) != 2 or min(size) < 1:
+        raise SparseconnError(f"--size must be two positive integers (H W), got {' '.join(map(str, size))}")
+    tolerance = parse_tolerance(tolerance)
+    if fmt == "onnx":
+        _require("onnx", "onnxscript", *(("onnxruntime",) if check else ()))
     lm = load_model(model)
     net = lm.net.cpu().eval()
-    x, _ = pad_to_multiple(torch.randn(1, lm.cfg.space.in_channels, *size), max_stride(net))
+    stride = max_stride(net)
+    traced = tuple(max(2 * stride, n + (-n) % stride) for n in size)
+    fixed = fixed_size and fmt == "onnx"
+    # two frames: the batch size stays free
+    x = torch.randn(1 if fixed else 2, lm.cfg.space.in_channels, *traced)
     out = Path(out)
-    if fmt == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit.trace is deprecated but still the portable format
-            traced = torch.jit.trace(net, x, check_trace=False)
-        with atomic_path(out) as tmp:
-            traced.save(str(tmp))
-        return out
-    if fmt == "onnx":
-        if importlib.util.find_spec("onnxscript") is None or importlib.util.find_spec("onnx") is None:
-            raise SparseconnError("ONNX export needs the 'onnx' and 'onnxscript' packages: "
-                                  "pip install 'sparseconn[export]'")
-        with atomic_path(out) as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(net, (x,), str(tmp), input_names=["input"], output_names=["output"], dynamo=True,
-                              external_data=False)
-        return out
-    raise SparseconnError(f"--format must be onnx or torchscript, got {fmt!r}")
+    with atomic_path(out) as tmp:
+        if fmt == "onnx":
+            _export_onnx(net, x, stride, tmp, free=not fixed)
+        else:
+            _export_torchscript(net, x, tmp)
+        if check:
+            task = make_task(lm.cfg, lm.task_cfg)
+            run = _runner(fmt, tmp)
+            cases = [(traced, 1)] if fixed else list(zip(check_sizes(traced, stride), (1, 2), strict=True))
+            for (h, w), b in cases:
+                batch = np.stack([task.example_input((h, w), seed=s) for s in range(b)]).astype(np.float32)
+                with torch.no_grad():
+                    ref = net(torch.from_numpy(batch)).float().numpy()
+                got = run(batch)
+                if got.shape != ref.shape:
+                    raise SparseconnError(f"export check failed: the {fmt} model gives shape {got.shape} at "
+                                          f"{h}x{w}, the eager model {ref.shape}; nothing written")
+                err = float(np.abs(got - ref).max())
+                if not err <= tolerance:  # also catches NaN
+                    raise SparseconnError(f"export check failed: the {fmt} model differs from eager fp32 by "
+                                          f"{err:.2e} at {h}x{w}, above --tolerance {tolerance:g}; nothing written")
+                if log is not None:
+                    log(f"check {h}x{w} (batch {b}): max abs error {err:.1e} against eager fp32")
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,11 @@ def autocast(device: str, dtype: torch.dtype | None) -> contextlib.AbstractConte
 
 
 def max_stride(net: nn.Module) -> int:
-    """The coarsest stride among the network's graph nodes (the padding multiple)."""
+    """The padding multiple: the module's own int ``stride`` (every model of :mod:`sparseconn.models`
+    has one), else the coarsest stride among its graph nodes, else 32."""
+    stride = getattr(net, "stride", None)
+    if isinstance(stride, int) and not isinstance(stride, bool):
+        return stride
     graph = getattr(net, "graph", None)
     if graph is None:
         return 32
@@ -49,7 +54,13 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
 def predict(net: nn.Module, x: torch.Tensor, multiple: int | None = None, amp: torch.dtype | None = None
             ) -> torch.Tensor:
     """Run ``net`` on (B, C, H, W) of any size; the output is cropped back to (H, W)."""
-    padded, (h, w) = pad_to_multiple(x, multiple or max_stride(net))
     with autocast(str(x.device), amp):
-        y = net(padded)
-    return y[..., :h, :w].float()
+        return predict_with(net, x, multiple or max_stride(net))
+
+
+@torch.no_grad()
+def predict_with(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Run ``fn`` (a network, or a prepared copy such as a :class:`~sparseconn.engine.fastpath.FastModel`)
+    on (B, C, H, W) of any size: padded to multiples of ``multiple``, the output cropped back to (H, W)."""
+    padded, (h, w) = pad_to_multiple(x, multiple)
+    return fn(padded)[..., :h, :w].float()

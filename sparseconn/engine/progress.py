@@ -48,6 +48,36 @@ class ProgressReporter:
             self._progress = None
 
 
+class CountProgress:
+    """One bar counting items (``infer``'s frames) on a terminal, from the first item on (lines printed before
+    it stay above it); silent otherwise. ``total`` None: unknown."""
+
+    def __init__(self, description: str, total: int | None, enabled: bool = True, tty: bool | None = None) -> None:
+        self.description, self.total = description, total
+        self.enabled = enabled and (sys.stderr.isatty() if tty is None else tty)
+        self.console = Console(stderr=True)
+        self._progress: Progress | None = None
+
+    def advance(self, n: int = 1, info: str = "") -> None:
+        if not self.enabled:
+            return
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=self.console, transient=False,
+            )
+            self._progress.start()
+            self._bar = self._progress.add_task(self.description, total=self.total, info="")
+        self._progress.update(self._bar, advance=n, info=info)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        self.enabled = False
+
+
 def _fmt(info: dict[str, Any]) -> str:
     parts = []
     for k, v in info.items():

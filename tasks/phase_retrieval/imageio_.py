@@ -9,6 +9,7 @@ starts with the file's path.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ def _read_png(path: Path) -> np.ndarray:
     return arr.astype(np.float32) / np.float32(full) if full is not None else arr
 
 
-def _squeeze_channels(arr: np.ndarray, path: Path) -> np.ndarray:
+def _squeeze_channels(arr: np.ndarray, path: Path | str) -> np.ndarray:
     """(H, W), (H, W, 1) or (1, H, W) -> (H, W); colour and stacks are errors."""
     if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]):
         arr = arr[0] if arr.shape[0] == 1 else arr[..., 0]
@@ -84,19 +85,70 @@ def read_image(path: str | os.PathLike[str], *, integer_ok: bool = True) -> np.n
         raise
     except Exception as exc:  # tifffile, PIL and numpy raise a dozen types for corrupt files
         raise DataError(f"{p}: cannot read the file ({type(exc).__name__}: {_one_line(exc)})") from exc
-    arr = _squeeze_channels(np.asarray(arr), p)
+    return _as_float(_squeeze_channels(np.asarray(arr), p), p, integer_ok)
+
+
+def _as_float(arr: np.ndarray, where: Path | str, integer_ok: bool = True) -> np.ndarray:
+    """A (H, W) image as float32: integers scaled by their type's maximum, floats kept, NaN/inf refused."""
     if np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
         if not integer_ok:
-            raise DataError(f"{p}: phase maps must be floating-point radians, got {arr.dtype} integers")
+            raise DataError(f"{where}: phase maps must be floating-point radians, got {arr.dtype} integers")
         full = 1.0 if arr.dtype == np.bool_ else float(np.iinfo(arr.dtype).max)
         arr = arr.astype(np.float32) / np.float32(full)
     elif not np.issubdtype(arr.dtype, np.floating):
-        raise DataError(f"{p}: unsupported pixel type {arr.dtype}; expected integers or floats")
+        raise DataError(f"{where}: unsupported pixel type {arr.dtype}; expected integers or floats")
     arr = arr.astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
         bad = int(arr.size - np.isfinite(arr).sum())
-        raise DataError(f"{p}: {bad} NaN or inf values")
+        raise DataError(f"{where}: {bad} NaN or inf values")
     return arr
+
+
+def _is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in (".tif", ".tiff")
+
+
+def count_frames(path: str | os.PathLike[str]) -> int:
+    """Frames of an image file for :func:`iter_frames`, from its header: the pages of a TIFF, else 1.
+
+    Raises :class:`DataError` naming the file when a TIFF's header cannot be read.
+    """
+    p = Path(path)
+    if not _is_tiff(p):
+        return 1
+    try:
+        with tifffile.TiffFile(p) as tif:
+            n = len(tif.pages)
+    except Exception as exc:  # tifffile raises a dozen types for corrupt files
+        raise DataError(f"{p}: cannot read the file ({type(exc).__name__}: {_one_line(exc)})") from exc
+    if n == 0:
+        raise DataError(f"{p}: cannot read the file (no readable TIFF page)")
+    return n
+
+
+def iter_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
+    """The frames of an image file, (H, W) float32 each, read one at a time.
+
+    A TIFF with several pages is a stack: each page is a frame, read only when asked for, so a long
+    stack is never held whole. Any other file (a single-page TIFF too) is one frame, read by
+    :func:`read_image`. Pages are checked like single images (one channel, integers scaled, finite).
+    """
+    p = Path(path)
+    if count_frames(p) == 1:
+        yield read_image(p)
+        return
+    try:
+        tif = tifffile.TiffFile(p)
+    except Exception as exc:
+        raise DataError(f"{p}: cannot read the file ({type(exc).__name__}: {_one_line(exc)})") from exc
+    with tif:
+        for i in range(len(tif.pages)):
+            where = f"{p} (page {i + 1})"
+            try:
+                page = tif.pages[i].asarray()
+            except Exception as exc:
+                raise DataError(f"{where}: cannot read the page ({type(exc).__name__}: {_one_line(exc)})") from exc
+            yield _as_float(_squeeze_channels(np.asarray(page), where), where)
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
@@ -123,6 +175,20 @@ def write_tiff(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     target = Path(path)
     with atomic_path(target) as tmp:
         tifffile.imwrite(tmp, np.asarray(image, dtype=np.float32))
+    return target
+
+
+def write_tiff_stack(path: str | os.PathLike[str], pages: Iterable[np.ndarray]) -> Path:
+    """Write (H, W) ``pages`` as one multi-page float32 TIFF, one page at a time as they come (the stack
+    is never held whole), atomically: the file appears only once every page is written."""
+    target = Path(path)
+    with atomic_path(target) as tmp, tifffile.TiffWriter(tmp) as tif:
+        n = 0
+        for page in pages:
+            tif.write(np.asarray(page, dtype=np.float32), contiguous=True)
+            n += 1
+        if n == 0:
+            raise DataError(f"{target}: no pages to write")
     return target
 
 

@@ -48,6 +48,63 @@ def _rfreqs(n: int, device: torch.device) -> torch.Tensor:
     return torch.arange(n // 2 + 1, device=device, dtype=torch.float32) / n
 
 
+def _exporting() -> bool:
+    """Whether the op is being traced for an export (``torch.export``, which the ONNX exporter runs, or
+    TorchScript): sizes are then symbols, and a few ops take export-friendly forms; eager keeps its own."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """``x``, in float64 while the op is exported (``torch.export``, and ONNX through it): onnxruntime's
+    float32 DFT on lengths that are not powers of two puts the output 3e-4 (128²) to 2e-3 (1024²) away
+    from torch's; with float64 DFTs and sums, 1e-5 to 7e-5. Eager, compiled and TorchScript runs keep float32."""
+    return x.double() if torch.compiler.is_exporting() else x
+
+
+def _total(x: torch.Tensor) -> torch.Tensor:
+    """The float32 sum of (B, H, W) over each image, accumulated in float64 in an export: onnxruntime's
+    float32 sum is off by ~1e-7 of the mean phase step, which is 1e-4 rad a thousand pixels away."""
+    if torch.compiler.is_exporting():
+        return x.double().sum(dim=(-2, -1)).float()
+    return x.sum(dim=(-2, -1))
+
+
+def _hann(n: int, device: torch.device) -> torch.Tensor:
+    """``torch.hann_window(n, periodic=False)``; written with arange (bit for bit the same) in an export,
+    where ``hann_window`` would fix ``n``."""
+    if not _exporting():
+        return torch.hann_window(n, periodic=False, device=device)
+    if n == 1:
+        return torch.ones(1, device=device)
+    k = torch.arange(n, device=device, dtype=torch.float32)
+    return 0.5 - 0.5 * torch.cos(k * (2 * math.pi / (n - 1)))
+
+
+def _far_from_dc(dist: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``dist >= max(DC exclusion, 3 / min(H, W))``; as three tests in an export (``max`` and ``min`` of
+    sizes would fix them)."""
+    if not _exporting():
+        return dist >= max(_DC_EXCLUSION, 3.0 / min(h, w))
+    return (dist >= _DC_EXCLUSION) & (dist >= 3.0 / h) & (dist >= 3.0 / w)
+
+
+def _phasor(step: torch.Tensor, n: int, offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos`` and ``sin`` of ``step · k + offset`` for k = 0..n-1: (B, 1) -> two (B, n). The angle is
+    reduced modulo 2π in float64: at k ~ 1000 a float32 angle of ~2000 rad would be off by ~1e-4 rad."""
+    k = torch.arange(n, device=step.device, dtype=torch.float64)[None, :]
+    angle = step.double() * k + (0.0 if offset is None else offset.double())
+    angle = torch.remainder(angle, 2 * math.pi).float()
+    return torch.cos(angle), torch.sin(angle)
+
+
+def _step(re: torch.Tensor, im: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary parts of ``z[k+1] · conj(z[k])`` along ``dim`` for ``z = re + i·im``."""
+    n = re.shape[dim]
+    ar, ai = re.narrow(dim, 1, n - 1), im.narrow(dim, 1, n - 1)
+    br, bi = re.narrow(dim, 0, n - 1), im.narrow(dim, 0, n - 1)
+    return ar * br + ai * bi, ai * br - ar * bi
+
+
 @register_input_op("sideband")
 class SidebandInput(InputOp):
     """FFT demodulation of the +1 order: (B, 1, H, W) hologram -> (B, 4, H, W) ``cos θ, sin θ, ∂xθ, ∂yθ``.
@@ -89,20 +146,23 @@ class SidebandInput(InputOp):
         """Carrier ``(fx, fy)`` cycles/px of each image of (B, H, W), each of shape (B,), on the FFT grid."""
         b, h, w = x.shape
         # A Hann window keeps the borders' leakage cross on the axes from being taken for the carrier.
-        win = torch.hann_window(h, periodic=False, device=x.device)[:, None] * \
-            torch.hann_window(w, periodic=False, device=x.device)[None, :]
-        spec = torch.fft.rfft2(x * win).abs()  # (B, H, W // 2 + 1): a real image's spectrum is Hermitian
+        win = _hann(h, x.device)[:, None] * _hann(w, x.device)[None, :]
+        # The frequencies before the FFT: an exporter then takes the spectrum's width from W, not from the
+        # complex spectrum (the ONNX exporter cannot read the shape of a complex tensor).
         fx = _rfreqs(w, x.device)[None, :]
         fy = _freqs(h, x.device)[:, None]
+        spec = torch.fft.rfft2(_wide(x * win)).abs()  # (B, H, W // 2 + 1): a real image's spectrum is Hermitian
         half = (fx > 0) | ((fx == 0) & (fy > 0))
-        keep = half & (_hypot(fx, fy) >= max(_DC_EXCLUSION, 3.0 / min(h, w)))  # (H, W // 2 + 1)
+        keep = half & _far_from_dc(_hypot(fx, fy), h, w)  # (H, W // 2 + 1)
         spec = spec * keep
         idx = spec.flatten(1).argmax(dim=1)  # (B,)
-        iy, ix = idx // spec.shape[-1], idx % spec.shape[-1]
+        iy = idx // (w // 2 + 1)
+        ix = idx - iy * (w // 2 + 1)  # idx % (W // 2 + 1), in the ops the ONNX exporter takes
         return fx[0, ix], fy[iy, 0]
 
     def demodulate(self, x: torch.Tensor) -> torch.Tensor:
-        """The complex +1-order field (B, H, W), ramp and piston removed, from holograms (B, H, W)."""
+        """The +1-order field, ramp and piston removed, as (B, 2, H, W) real and imaginary parts, from
+        holograms (B, H, W)."""
         b, h, w = x.shape
         x = x - x.mean(dim=(-2, -1), keepdim=True)
         if self.carrier == "auto":
@@ -120,27 +180,36 @@ class SidebandInput(InputOp):
         r_in, r_out = r * (1 - _TAPER / 2), r * (1 + _TAPER / 2)
         win = ((r_out - d) / (r_out - r_in)).clamp(0, 1)
         win = 0.5 - 0.5 * torch.cos(math.pi * win)  # raised cosine: 1 inside r_in, 0 outside r_out
-        field = torch.fft.ifft2(torch.fft.fft2(xp) * win)[:, p:p + h, p:p + w]  # (B, H, W) complex
-        # Shift the order to DC: multiply by exp(−2πi f_c·r) (exact for any carrier, on the grid or not).
-        xs = torch.arange(w, device=x.device, dtype=torch.float32)[None, None, :]
-        ys = torch.arange(h, device=x.device, dtype=torch.float32)[None, :, None]
-        field = field * torch.polar(torch.ones_like(d[:, :h, :w]), -2 * math.pi * (cx * xs + cy * ys))
-        if self.sign == "-":
-            field = field.conj()
-        # Remaining linear ramp: the mean phase step between neighbours, weighted by |field|². Cells
-        # rise and fall, so their steps cancel; the carrier's sub-bin remainder and the tilt do not.
-        gx = torch.angle((field[:, :, 1:] * field[:, :, :-1].conj()).sum(dim=(-2, -1)))[:, None, None]
-        gy = torch.angle((field[:, 1:, :] * field[:, :-1, :].conj()).sum(dim=(-2, -1)))[:, None, None]
-        ramp = gx * xs + gy * ys  # (B, H, W) rad
-        field = field * torch.polar(torch.ones_like(ramp), -ramp)
-        piston = torch.angle(field.sum(dim=(-2, -1)))[:, None, None]
-        return field * torch.polar(torch.ones_like(piston), -piston)
+        field = torch.fft.ifft2(torch.fft.fft2(_wide(xp)) * win)[:, p:p + h, p:p + w]  # (B, H, W) complex
+        # From here on in real arithmetic (re, im): it exports to ONNX and fuses under torch.compile.
+        re, im = field.real, field.imag if self.sign == "+" else -field.imag  # "-": the conjugate order
+        if re.dtype != torch.float32:  # exported: back to float32 after the float64 DFTs
+            re, im = re.float(), im.float()
+        # Shift the order to DC and remove the linear ramp in one step: the mean phase step between
+        # neighbours, weighted by |field|², is the carrier (on the grid or not) plus the tilt. Cells rise
+        # and fall, so their steps cancel. The correction is separable: (B, W) and (B, H) phasors.
+        sxr, sxi = _step(re, im, -1)
+        syr, syi = _step(re, im, -2)
+        ax = torch.atan2(_total(sxi), _total(sxr))[:, None]  # (B, 1) rad per px
+        ay = torch.atan2(_total(syi), _total(syr))[:, None]
+        cx, sx = _phasor(-ax, w)  # (B, W)
+        cy, sy = _phasor(-ay, h)  # (B, H)
+        # The piston: the phase of the field's sum once the ramp is gone.
+        rr = (re * cx[:, None, :] - im * sx[:, None, :]).sum(dim=-1)  # (B, H)
+        ri = (re * sx[:, None, :] + im * cx[:, None, :]).sum(dim=-1)
+        piston = torch.atan2((rr * sy + ri * cy).sum(dim=-1), (rr * cy - ri * sy).sum(dim=-1))[:, None]
+        cx, sx = _phasor(-ax, w, -piston)
+        pr = cx[:, None, :] * cy[:, :, None] - sx[:, None, :] * sy[:, :, None]  # (B, H, W) correction
+        pi = cx[:, None, :] * sy[:, :, None] + sx[:, None, :] * cy[:, :, None]
+        return torch.stack([re * pr - im * pi, re * pi + im * pr], dim=1)  # (B, 2, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        field = self.demodulate(x[:, 0].float())  # (B, H, W) complex
-        unit = field / field.abs().clamp_min(1e-12)  # exp(iθ)
+        field = self.demodulate(x[:, 0].float())  # (B, 2, H, W): real and imaginary parts
+        re, im = field[:, 0], field[:, 1]
+        mag = torch.sqrt(re * re + im * im).clamp_min(1e-12)
         # Wrap-free gradients: the phase of the neighbour product, zero-padded at the far border.
-        dx = torch.nn.functional.pad(torch.angle(unit[:, :, 1:] * unit[:, :, :-1].conj()), (0, 1))
-        dy = torch.nn.functional.pad(torch.angle(unit[:, 1:, :] * unit[:, :-1, :].conj()), (0, 0, 0, 1))
-        out = torch.stack([unit.real, unit.imag, dx * self.grad_scale, dy * self.grad_scale], dim=1)
-        return out  # (B, 4, H, W)
+        xr, xi = _step(re, im, -1)
+        yr, yi = _step(re, im, -2)
+        dx = torch.nn.functional.pad(torch.atan2(xi, xr), (0, 1))
+        dy = torch.nn.functional.pad(torch.atan2(yi, yr), (0, 0, 0, 1))
+        return torch.stack([re / mag, im / mag, dx * self.grad_scale, dy * self.grad_scale], dim=1)  # (B, 4, H, W)

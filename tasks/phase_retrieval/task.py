@@ -16,7 +16,7 @@ Network outputs and targets are the normalised phase (B, 1, H, W) in [0, 1]; ``i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +34,7 @@ from tasks.phase_retrieval.data import (
     SyntheticPhaseDataset,
     read_meta,
 )
-from tasks.phase_retrieval.imageio_ import read_image, write_tiff
+from tasks.phase_retrieval.imageio_ import count_frames, iter_frames, read_image, write_tiff, write_tiff_stack
 from tasks.phase_retrieval.losses import GRADIENT_OPERATORS, mixge
 from tasks.phase_retrieval.metrics import psnr, rmse_rad, ssim
 from tasks.phase_retrieval.simulate import SimConfig, cross_domain, simulate
@@ -184,6 +184,9 @@ class PhaseRetrievalTask(Task):
     fast_dev_run = {"data.train_size": 8, "data.val_size": 2, "data.test_size": 2, "data.cross_domain_size": 2}
     metric_labels = {"psnr": "PSNR (dB)", "ssim": "SSIM", "rmse_rad": "RMSE (rad)"}
     display_names = {"supernet": "super-PRNet", "child": "NAS-PRNet"}
+    baseline_aliases = {"classical": "FT + unwrap (classical)",
+                        "classical_background": "FT + unwrap + background (classical)", "zero": "zero phase"}
+    """Short names of the baselines for ``evaluate.baselines`` lists."""
 
     def __init__(self, cfg: PhaseRetrievalConfig) -> None:
         super().__init__(cfg)
@@ -226,6 +229,20 @@ class PhaseRetrievalTask(Task):
     def write_output(self, output: np.ndarray, path: Path) -> Path:
         """The phase map in radians as a float32 TIFF (``output`` is the normalised (1, H, W))."""
         return write_tiff(Path(path).with_suffix(".tif"), np.asarray(output, dtype=np.float32)[0] * self.phase_range)
+
+    def iter_frames(self, path: Path) -> Iterator[np.ndarray]:
+        """Each page of a multi-page TIFF as a frame (1, H, W), one at a time; any other file is one frame."""
+        for frame in iter_frames(path):
+            yield frame[None]
+
+    def frame_count(self, path: Path) -> int:
+        return count_frames(path)
+
+    def write_frames(self, frames: Iterator[np.ndarray], path: Path) -> Path:
+        """Phase maps in radians as one float32 TIFF, a page a frame in order, each written as it comes: a
+        stack's predictions make a multi-page TIFF, a single frame the same file as :meth:`write_output`."""
+        pages = (np.asarray(f, dtype=np.float32)[0] * self.phase_range for f in frames)
+        return write_tiff_stack(Path(path).with_suffix(".tif"), pages)
 
     # -- baselines, latency input, pictures ------------------------------------------------------
     def baselines(self) -> dict[str, Callable[..., np.ndarray]]:

@@ -248,11 +248,15 @@ def test_search_prune_train_evaluate_infer_export(searched, tmp_path: Path) -> N
     assert scripted(x).shape == (1, 1, 64, 64)
 
     ort = pytest.importorskip("onnxruntime")
-    r = invoke("export", child, "--format", "onnx", "--out", tmp_path / "m.onnx", "--size", "64", "64")
+    # --fixed-size: free sizes are exported and checked in tests/phase_retrieval/test_deploy.py on a small net
+    # (a free-size export of this MobileNetV2 child takes minutes on 2 cores)
+    r = invoke("export", child, "--format", "onnx", "--out", tmp_path / "m.onnx", "--size", "64", "64",
+               "--fixed-size", "--check", "--tolerance", "3e-3")
     assert r.exit_code == 0, r.output
+    assert "check 64x64 (batch 1): max abs error" in r.output
     y = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
-    # onnxruntime's float32 DFT on the sideband layer's 96-px padded grid (not a power of two) differs from
-    # torch's by ~1e-4 at the layer's output (6e-6 on a 128 grid); the random fast-dev-run net amplifies it.
+    # The sideband layer alone agrees with eager to ~3e-6 in ONNX (its DFTs and sums run in float64 while
+    # exporting); this barely trained fast-dev-run net amplifies that to ~2e-3 at its output.
     np.testing.assert_allclose(y, scripted(x).detach().numpy(), atol=3e-3)
 
 

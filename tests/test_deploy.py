@@ -1,0 +1,247 @@
+"""``infer`` streamed in bounded batches and ``export`` for any size, on the toy task: the memory cap holds
+(never more frames alive than it allows), every output equals ``predict``, frames of mixed sizes batch
+correctly, ONNX and TorchScript run at sizes they were not traced at, and bad options are one line."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import sparseconn.engine.deploy as deploy
+import sparseconn.engine.fastpath as fastpath
+from sparseconn.engine.config import load_run_config
+from sparseconn.engine.inference import predict
+from sparseconn.engine.progress import CountProgress
+from sparseconn.engine.runs import load_model
+from sparseconn.network import build_supernet
+from sparseconn.pruning import derive
+from sparseconn.space import SearchSpace
+from sparseconn.task import TASKS
+from tests.clitools import cli, ok
+from tests.toy_task import TOY_YAML, write_toy_config
+
+FRAME_BYTES = 64 * 64 * 4  # one 64x64 float32 toy frame
+
+
+def one_line_error(*args: object, names: tuple[object, ...] = ()) -> str:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = cli(*args)
+    assert not caught, [str(w.message) for w in caught]
+    assert result.exit_code == 2, (result.exit_code, result.output, repr(result.exception))
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for name in names:
+        assert str(name) in lines[0], (name, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A toy child (every candidate kept) trained for two batches: a real run folder, in seconds. Its ground
+    node pools to 3x3 as the paper's does: at most sizes the pooling bins differ in length, which an export
+    must not fix at the traced size."""
+    base = tmp_path_factory.mktemp("deploy")
+    config = write_toy_config(base)
+    config.write_text(TOY_YAML.replace("{name: G, source: -1, size: 1}", "{name: G, source: -1, size: 3}"))
+    cfg, _ = load_run_config(config)
+    space = SearchSpace(cfg.space)
+    arch = derive(space.graph, cfg.space, build_supernet(space).connections.snapshot(), threshold=0.3)
+    arch.save(base / "architecture.json")
+    ok("train", config, "--arch", base / "architecture.json", "--out", base / "T", "--fast-dev-run", "--device",
+       "cpu", "--quiet")
+    return base / "T"
+
+
+def write_frames(folder: Path, shapes: list[tuple[int, int]], seed: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i, shape in enumerate(shapes):
+        paths.append(folder / f"f{i:02d}.npy")
+        np.save(paths[-1], rng.random(shape, dtype=np.float32))
+    return paths
+
+
+def expected(run: Path, path: Path) -> np.ndarray:
+    x = torch.from_numpy(np.load(path))[None, None]
+    return predict(load_model(run).net, x)[0].numpy()
+
+
+class Watch:
+    """Counts the toy task's frames read and written (the frames alive in between) and the model's batches."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reads = self.writes = self.peak = 0
+        self.batches: list[int] = []
+        toy = TASKS.get("toy")
+        read, write, optimize = toy.read_input, toy.write_output, fastpath.optimize
+
+        def read_input(task, path):
+            x = read(task, path)
+            self.reads += 1
+            self.peak = max(self.peak, self.reads - self.writes)
+            return x
+
+        def write_output(task, output, path):
+            self.writes += 1
+            return write(task, output, path)
+
+        def recording_optimize(*args, **kwargs):
+            fast = optimize(*args, **kwargs)
+            watch = self
+
+            class Recorded:
+                stride, description = fast.stride, fast.description
+
+                def __call__(self, x):
+                    watch.batches.append(x.shape[0])
+                    return fast(x)
+
+            return Recorded()
+
+        monkeypatch.setattr(toy, "read_input", read_input)
+        monkeypatch.setattr(toy, "write_output", write_output)
+        monkeypatch.setattr(fastpath, "optimize", recording_optimize)
+
+
+def test_infer_holds_no_more_frames_than_the_memory_cap_allows(run, tmp_path, monkeypatch):
+    files = write_frames(tmp_path / "in", [(64, 64)] * 12)
+    watch = Watch(monkeypatch)
+    lines = []
+    cap = 2.5 * FRAME_BYTES / deploy.MB  # room for two frames, not three
+    written = deploy.infer(run, [tmp_path / "in"], tmp_path / "out", batch_size=8, max_memory=cap,
+                           engine="reference", log=lines.append)
+    assert watch.batches == [2] * 6  # the batch of 8 shrank to the two frames that fit
+    assert watch.peak == 2 and watch.reads == watch.writes == 12
+    assert len(lines) == 1 and lines[0].startswith("engine: reference")
+    assert [p.name for p in written] == [f.name for f in files]
+    for f in files:
+        np.testing.assert_allclose(np.load(tmp_path / "out" / f.name), expected(run, f), rtol=1e-5, atol=1e-6)
+
+
+def test_infer_batches_consecutive_frames_of_one_size(run, tmp_path, monkeypatch):
+    files = write_frames(tmp_path / "in", [(64, 64), (64, 64), (37, 45), (64, 64), (64, 64), (64, 64)])
+    watch = Watch(monkeypatch)
+    deploy.infer(run, [tmp_path / "in"], tmp_path / "out", batch_size=2, engine="reference")
+    assert watch.batches == [2, 1, 2, 1] and watch.peak == 2
+    for f in files:
+        got = np.load(tmp_path / "out" / f.name)
+        assert got.shape == (1, *np.load(f).shape)
+        np.testing.assert_allclose(got, expected(run, f), rtol=1e-5, atol=1e-6)
+
+
+def test_infer_cli_prints_the_engine_once_and_matches_predict(run, tmp_path):
+    files = write_frames(tmp_path / "in", [(37, 45), (37, 45), (50, 30)])
+    result = ok("infer", run, tmp_path / "in", "--out", tmp_path / "out", "--device", "cpu", "--engine", "eager",
+                "--batch-size", "2", "--max-memory", "64", "--quiet")
+    lines = result.output.splitlines()
+    assert [line.split(" (")[0] for line in lines if line.startswith("engine:")] == ["engine: eager"]
+    assert lines[-1] == f"wrote 3 file(s) to {tmp_path / 'out'}"
+    for f in files:  # eager folds BatchNorm and runs channels-last: equal up to float rounding
+        np.testing.assert_allclose(np.load(tmp_path / "out" / f.name), expected(run, f), atol=1e-4)
+
+
+def test_a_frame_larger_than_the_cap_is_one_line_before_any_work(run, tmp_path):
+    write_frames(tmp_path / "in", [(64, 64)])
+    message = one_line_error("infer", run, tmp_path / "in", "--out", tmp_path / "out", "--device", "cpu",
+                             "--max-memory", "0.01", names=("f00.npy", "64x64", "--max-memory 0.01 MB"))
+    assert "0.0156 MB" in message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--engine", "fast"), ("--engine", "EAGER"),
+    ("--max-memory", "0"), ("--max-memory", "-5"), ("--max-memory", "lots"), ("--max-memory", "nan"),
+    ("--max-memory", "inf"), ("--batch-size", "0"), ("--batch-size", "two"), ("--batch-size", "1.5"),
+])
+def test_bad_infer_options_are_one_line(run, tmp_path, option, value):
+    write_frames(tmp_path / "in", [(32, 32)])
+    message = one_line_error("infer", run, tmp_path / "in", "--out", tmp_path / "out", "--device", "cpu", option,
+                             value, names=(option, repr(value)))
+    if option == "--engine":
+        assert "auto, reference, eager, compiled, onnxruntime" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_input_is_checked_before_any_work(run, tmp_path):
+    good = write_frames(tmp_path / "in", [(32, 32)])[0]
+    (tmp_path / "notes.txt").write_text("not an image")
+    one_line_error("infer", run, good, tmp_path / "notes.txt", "--out", tmp_path / "out", "--device", "cpu",
+                   names=("notes.txt", ".txt", ".npy"))
+    other = write_frames(tmp_path / "other", [(32, 32)])[0]  # the same name in another folder
+    one_line_error("infer", run, good, other, "--out", tmp_path / "out", "--device", "cpu",
+                   names=(good, other, "separate --out"))
+    assert not (tmp_path / "out").exists()
+
+
+# -- export ----------------------------------------------------------------------------------------------
+
+def eager(run: Path, x: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return load_model(run).net(x).numpy()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_runs_at_any_multiple_of_the_stride(run, tmp_path, fmt):
+    target = tmp_path / f"model.{fmt}"
+    result = ok("export", run, "--format", fmt, "--out", target, "--size", "40", "40", "--check")
+    checks = [line for line in result.output.splitlines() if line.startswith("check ")]
+    assert [c.split(":")[0] for c in checks] == ["check 40x40 (batch 1)", "check 60x60 (batch 2)"]
+    assert all(float(c.split("max abs error ")[1].split()[0]) <= 1e-4 for c in checks)
+    stride = load_model(run).net.stride
+    x = torch.rand(3, 1, 7 * stride, 13 * stride, generator=torch.Generator().manual_seed(0))  # neither size
+    if fmt == "onnx":
+        ort = pytest.importorskip("onnxruntime")
+        got = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    else:
+        with torch.no_grad():
+            got = torch.jit.load(str(target))(x).numpy()
+    np.testing.assert_allclose(got, eager(run, x), atol=1e-4)
+
+
+def test_fixed_size_onnx_takes_one_frame_of_its_size(run, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    target = tmp_path / "fixed.onnx"
+    result = ok("export", run, "--format", "onnx", "--out", target, "--size", "40", "40", "--check", "--fixed-size")
+    checks = [line for line in result.output.splitlines() if line.startswith("check ")]
+    assert [c.split(":")[0] for c in checks] == ["check 40x40 (batch 1)"]
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    assert [d for d in session.get_inputs()[0].shape] == [1, 1, 40, 40]
+    x = torch.rand(1, 1, 40, 40, generator=torch.Generator().manual_seed(1))
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], eager(run, x), atol=1e-4)
+
+
+def test_export_check_failure_is_one_line_and_writes_nothing(run, tmp_path, monkeypatch):
+    runner = deploy._runner
+    monkeypatch.setattr(deploy, "_runner", lambda fmt, path: (lambda a: runner(fmt, path)(a) + 1e-3))
+    target = tmp_path / "model.pt"
+    one_line_error("export", run, "--format", "torchscript", "--out", target, "--size", "32", "32", "--check",
+                   names=("export check failed", "32x32", "--tolerance 0.0001"))
+    assert not target.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (("--tolerance", "0"), ("--tolerance", "'0'")),
+    (("--tolerance", "tiny"), ("--tolerance", "'tiny'")),
+    (("--size", "0", "64"), ("--size", "0 64")),
+])
+def test_bad_export_options_are_one_line(run, tmp_path, args, names):
+    one_line_error("export", run, "--format", "torchscript", "--out", tmp_path / "m.pt", *args, names=names)
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_the_progress_bar_counts_frames_on_a_terminal_only():
+    bar = CountProgress("infer frames", 5, enabled=True, tty=True)
+    with bar.console.capture() as captured:
+        bar.advance(2)
+        bar.advance(3)
+        bar.close()
+    assert "5/5" in captured.get()
+    silent = CountProgress("infer frames", None, enabled=True, tty=False)
+    silent.advance(4)
+    assert silent._progress is None
