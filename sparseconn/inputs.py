@@ -31,6 +31,10 @@ from sparseconn.registry import Registry, make_register
 class InputOp(nn.Module):
     """Base class of input ops: same spatial size out as in; no learnable parameters by convention."""
 
+    compilable: bool = True
+    """False: the fast path's ``compiled`` engine runs this op eagerly (e.g. FFT layers that inductor
+    compiles into slower code than eager)."""
+
     @classmethod
     def channels(cls, in_channels: int, **params: Any) -> int:
         """Channels of the op's output for ``in_channels`` raw channels (default: unchanged)."""

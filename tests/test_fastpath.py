@@ -169,3 +169,11 @@ def test_evaluate_reports_the_latency_path_and_refuses_an_unknown_engine(tmp_pat
     assert list(ref["latency_engines"].values()) == ["reference (fp32, NCHW)"]
     out = CliRunner().invoke(app, ["evaluate", str(tmp_path / "c"), "--engine", "tensorrt"])
     assert out.exit_code == 2 and "engine must be one of" in out.output and "Traceback" not in out.output
+
+
+def test_input_ops_that_do_not_compile_well_stay_eager_in_a_compiled_model() -> None:
+    from tasks.phase_retrieval.inputs import SidebandInput  # importing registers the op
+
+    net = build_supernet(SearchSpace(tiny_config(input={"name": "sideband"})))
+    assert fastpath._keep_eager(net) == [SidebandInput.__name__] and SidebandInput.compilable is False
+    assert fastpath._keep_eager(build_supernet(SearchSpace(tiny_config()))) == []

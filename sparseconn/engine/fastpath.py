@@ -254,12 +254,24 @@ def _build(net: nn.Module, engine: str, device: str, stride: int, bf16: bool | N
     fn: Callable[[torch.Tensor], torch.Tensor] = model
     if engine == "compiled":
         # Freezing turns weights into constants: inductor folds them and pre-packs them for oneDNN.
+        eager_parts = _keep_eager(model)
         fn = torch.compile(model, options={"freezing": True})
-        steps.append("torch.compile (frozen weights)")
+        steps.append("torch.compile (frozen weights" + (f"; {', '.join(eager_parts)} eager)" if eager_parts else ")"))
     if cuda:
         fn = _CudaGraphed(fn)
         steps.append("CUDA graph per shape")
     return FastModel(fn, engine, device, stride, steps=steps, dtype=dtype, channels_last=True)
+
+
+def _keep_eager(model: nn.Module) -> list[str]:
+    """Mark the submodules that declare ``compilable = False`` (input ops) to run eagerly inside a compiled
+    model; their class names."""
+    names = []
+    for module in model.modules():
+        if module is not model and getattr(type(module), "compilable", True) is False:
+            module.forward = torch.compiler.disable(module.forward)
+            names.append(type(module).__name__)
+    return names
 
 
 def _scale(y: torch.Tensor) -> float:
