@@ -22,22 +22,19 @@ from sparseconn.pruning import derive
 from sparseconn.space import SearchSpace
 from sparseconn.task import TASKS
 from tests.clitools import cli, ok
+from tests.clitools import one_line_error as assert_one_line
 from tests.toy_task import TOY_YAML, write_toy_config
 
 FRAME_BYTES = 64 * 64 * 4  # one 64x64 float32 toy frame
 
 
 def one_line_error(*args: object, names: tuple[object, ...] = ()) -> str:
+    """Run the CLI: it must fail with the one-line error and raise no warning on the way."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = cli(*args)
     assert not caught, [str(w.message) for w in caught]
-    assert result.exit_code == 2, (result.exit_code, result.output, repr(result.exception))
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for name in names:
-        assert str(name) in lines[0], (name, lines[0])
-    return lines[0]
+    return assert_one_line(result, *names)
 
 
 @pytest.fixture(scope="module")

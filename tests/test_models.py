@@ -20,21 +20,12 @@ from sparseconn.errors import ConfigError, SparseconnError
 from sparseconn.inputs import Standardise
 from sparseconn.models import MODELS, SPARSEMASK_CHILD, UNET_WIDTH_TABLE_I, build_model, sparsemask_space
 from sparseconn.profiling import count_params
-from tests.clitools import cli, ok
+from tests.clitools import cli, ok, one_line_error
 from tests.toy_task import TOY_YAML
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_HEAD = HeadConfig(name="toy_head")
 UNET_TOY_YAML = TOY_YAML + "model: {name: unet, params: {width: 4}}\n"
-
-
-def one_line_error(result, *names: object) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.output, repr(result.exception))
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for name in names:
-        assert str(name) in lines[0], (name, lines[0])
-    return lines[0]
 
 
 # -- the U-Net ------------------------------------------------------------------------------------------
