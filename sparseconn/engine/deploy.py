@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparseconn.engine import fastpath
 from sparseconn.engine.inference import max_stride, pad_to_multiple, predict_with
 from sparseconn.engine.progress import CountProgress
 from sparseconn.engine.runs import RunOptions, load_model, make_task
@@ -76,11 +77,8 @@ def parse_tolerance(value: str | float) -> float:
 
 
 def check_engine(engine: str) -> str:
-    from sparseconn.engine.fastpath import ENGINES
-
-    if engine not in ENGINES:
-        raise SparseconnError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    return engine
+    """``--engine``: one of the fast path's engines."""
+    return fastpath.check_engine(engine, "--engine")
 
 
 # --- infer --------------------------------------------------------------------------------------------
@@ -190,10 +188,9 @@ class _Runner:
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(frames).to(self.device)
         if self.fast is None:
-            from sparseconn.engine.fastpath import optimize
-
             example, _ = pad_to_multiple(x, self.stride)
-            fast = optimize(self.net, device=self.device, engine=self.engine, example=example, frames=self.frames)
+            fast = fastpath.optimize(self.net, device=self.device, engine=self.engine, example=example,
+                                     frames=self.frames)
             self.fast, self.stride = fast, fast.stride
             if self.log is not None:
                 self.log(f"engine: {fast.description}")

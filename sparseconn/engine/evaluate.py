@@ -14,11 +14,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from sparseconn.engine.baselines import baseline_models, task_baselines
-from sparseconn.engine.fastpath import ENGINES, optimize
+from sparseconn.engine.fastpath import check_engine, optimize
 from sparseconn.engine.inference import max_stride, pad_to_multiple, predict
 from sparseconn.engine.metrics import MetricAccumulator
 from sparseconn.engine.runs import LoadedModel, RunOptions, load_model, make_task, run_folder_of
-from sparseconn.errors import CheckpointError, SparseconnError
+from sparseconn.errors import CheckpointError
 from sparseconn.fileio import atomic_write_json
 from sparseconn.profiling import count_macs, count_params, measure_latency
 from sparseconn.task import Task
@@ -95,8 +95,8 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
              latency_size: tuple[int, int] | None = None, engine: str | None = None) -> dict[str, Any]:
     """Evaluate a run folder (its best model; in a pipeline folder also the supernet) or a checkpoint,
     beside the baselines its config's ``evaluate.baselines`` names."""
-    if engine is not None and engine not in ENGINES:
-        raise SparseconnError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine is not None:
+        check_engine(engine)
     run = Path(run)
     lm = load_model(run)
     cfg, task = lm.cfg, make_task(lm.cfg, lm.task_cfg)

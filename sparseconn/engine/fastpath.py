@@ -278,6 +278,13 @@ def _scale(y: torch.Tensor) -> float:
     return max(1.0, float(y.abs().max()))
 
 
+def check_engine(engine: str, option: str = "engine") -> str:
+    """``engine`` if it is one of :data:`ENGINES`; else a one-line error naming ``option`` (e.g. ``--engine``)."""
+    if engine not in ENGINES:
+        raise SparseconnError(f"{option} must be one of {', '.join(ENGINES)}, got {engine!r}")
+    return engine
+
+
 def choose_engine(engine: str, device: str, frames: int | None) -> str:
     """The engine ``auto`` stands for: ``compiled`` when ``frames`` repay the compile time, else ``eager``."""
     if engine != "auto":
@@ -299,8 +306,7 @@ def optimize(net: nn.Module, *, device: str = "cpu", engine: str = "auto", examp
         bf16: force bf16 on (error where the hardware has no native bf16) or off; None: where native.
         check: run the parity check (off only for callers that check themselves).
     """
-    if engine not in ENGINES:
-        raise SparseconnError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    check_engine(engine)
     net = net.to(device).eval()
     stride = max_stride(net)
     if example is None:
