@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sparseconn_tasks.phase_retrieval.classical import retrieve_phase
+from sparseconn_tasks.phase_retrieval.simulate import SimConfig, simulate
 
 from benchmarks.conftest import CHILD, CLASSICAL, SPARSEMASK, SUPERNET, UNET, record
 from sparseconn.architecture import Architecture
@@ -36,8 +38,6 @@ from sparseconn.models import build_model
 from sparseconn.network import build_child, build_supernet
 from sparseconn.profiling import count_macs, count_params
 from sparseconn.space import SearchSpace
-from tasks.phase_retrieval.classical import retrieve_phase
-from tasks.phase_retrieval.simulate import SimConfig, simulate
 
 pytest.importorskip("pytest_benchmark")
 TASKS = Path(__file__).resolve().parents[1] / "tasks"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from tasks.phase_retrieval.simulate import SimConfig, simulate
+from sparseconn_tasks.phase_retrieval.simulate import SimConfig, simulate
 
 pytest.importorskip("pytest_benchmark")
 

@@ -38,7 +38,7 @@ CHANGES = {
 
 def exposure_check(run: Path, n: int = 8, seed: int = 123) -> dict[str, float]:
     """RMSE (rad) between the model's phase on float holograms and on each changed copy, over ``n`` fields."""
-    from tasks.phase_retrieval.simulate import SimConfig, simulate
+    from sparseconn_tasks.phase_retrieval.simulate import SimConfig, simulate
 
     lm = load_model(run)
     task = make_task(lm.cfg, lm.task_cfg)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
@@ -59,7 +60,10 @@ def import_modules(modules: list[str]) -> None:
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            raise SparseconnError(f"plugin module {name!r} could not be imported: {exc}") from exc
+            hint = ""
+            if name.split(".")[0] == "tasks" and importlib.util.find_spec("sparseconn_tasks") is not None:
+                hint = f"; the bundled tasks are imported as {'sparseconn_' + name!r} since sparseconn 0.2"
+            raise SparseconnError(f"plugin module {name!r} could not be imported: {exc}{hint}") from exc
 
 
 class Registry(Generic[T]):

@@ -172,7 +172,7 @@ def test_evaluate_reports_the_latency_path_and_refuses_an_unknown_engine(tmp_pat
 
 
 def test_input_ops_that_do_not_compile_well_stay_eager_in_a_compiled_model() -> None:
-    from tasks.phase_retrieval.inputs import SidebandInput  # importing registers the op
+    from sparseconn_tasks.phase_retrieval.inputs import SidebandInput  # importing registers the op
 
     net = build_supernet(SearchSpace(tiny_config(input={"name": "sideband"})))
     assert fastpath._keep_eager(net) == [SidebandInput.__name__] and SidebandInput.compilable is False

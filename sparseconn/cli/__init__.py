@@ -9,7 +9,7 @@ their own command groups (e.g. ``data``) through ``sparseconn.registry.CLI_EXTEN
 from __future__ import annotations
 
 from sparseconn.cli import deploy, profile, run
-from sparseconn.cli._common import app
+from sparseconn.cli.common import app
 from sparseconn.registry import CLI_EXTENSIONS, load_plugins
 
 __all__ = ["app", "deploy", "main", "profile", "run"]

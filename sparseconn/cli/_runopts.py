@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sparseconn.cli._common import resolve_device
+from sparseconn.cli.common import resolve_device
 from sparseconn.config import read_yaml
 from sparseconn.engine.config import RunConfig, apply_overrides, validate_run_config
 from sparseconn.engine.distributed import init_distributed

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from sparseconn.cli._common import app, handle_errors
 from sparseconn.cli._runopts import DEVICE, QUIET, run_options
+from sparseconn.cli.common import app, handle_errors
 
 
 @app.command("infer")

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sparseconn.cli._common import app, handle_errors, resolve_device
+from sparseconn.cli.common import app, handle_errors, resolve_device
 from sparseconn.errors import SparseconnError
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from sparseconn.cli._common import app, handle_errors
 from sparseconn.cli._runopts import DEVICE, FAST, OUT, QUIET, RESUME, SEED, SET, default_out, load_config, run_options
+from sparseconn.cli.common import app, handle_errors
 from sparseconn.errors import SparseconnError
 
 

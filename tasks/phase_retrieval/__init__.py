@@ -4,11 +4,11 @@ Importing the package registers the ``regression`` head, the ``hologram`` and ``
 the ``phase_retrieval`` task, the ``classical`` model and the ``sparseconn data`` commands.
 """
 
-from tasks.phase_retrieval import cli as _cli  # noqa: F401  (registers the `data` CLI group)
-from tasks.phase_retrieval.heads import RegressionHead
-from tasks.phase_retrieval.inputs import HologramInput, SidebandInput
-from tasks.phase_retrieval.models import ClassicalModel
-from tasks.phase_retrieval.task import PhaseRetrievalConfig, PhaseRetrievalTask
+from sparseconn_tasks.phase_retrieval import cli as _cli  # noqa: F401  (registers the `data` CLI group)
+from sparseconn_tasks.phase_retrieval.heads import RegressionHead
+from sparseconn_tasks.phase_retrieval.inputs import HologramInput, SidebandInput
+from sparseconn_tasks.phase_retrieval.models import ClassicalModel
+from sparseconn_tasks.phase_retrieval.task import PhaseRetrievalConfig, PhaseRetrievalTask
 
 __all__ = ["ClassicalModel", "HologramInput", "PhaseRetrievalConfig", "PhaseRetrievalTask", "RegressionHead",
            "SidebandInput"]

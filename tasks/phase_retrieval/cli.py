@@ -1,7 +1,7 @@
 """``sparseconn data``: write synthetic data sets and make ground truth from real holograms.
 
 Attached to the ``sparseconn`` CLI through :data:`sparseconn.registry.CLI_EXTENSIONS` when the
-phase-retrieval plugin loads; both commands are thin layers over :mod:`tasks.phase_retrieval.prepare`.
+phase-retrieval plugin loads; both commands are thin layers over :mod:`sparseconn_tasks.phase_retrieval.prepare`.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ def _refuse_existing(folder: Path, force: bool) -> None:
 
 
 def _parse_sideband(text: str) -> str | tuple[float, float]:
-    """``--sideband`` checked by :func:`~tasks.phase_retrieval.classical.check_sideband` (a pair is
+    """``--sideband`` checked by :func:`~sparseconn_tasks.phase_retrieval.classical.check_sideband` (a pair is
     written ``FX,FY``); DataError naming the text and the accepted forms otherwise."""
-    from tasks.phase_retrieval.classical import SIDEBAND_FORMS, check_sideband
+    from sparseconn_tasks.phase_retrieval.classical import SIDEBAND_FORMS, check_sideband
 
     parts = text.split(",")
     try:
@@ -59,7 +59,7 @@ def _parse_sideband(text: str) -> str | tuple[float, float]:
 
 def add_data_commands(app: typer.Typer) -> None:
     """Attach the ``data`` group (``synth``, ``truth``) to the ``sparseconn`` app."""
-    from sparseconn.cli._common import handle_errors
+    from sparseconn.cli.common import handle_errors
 
     data = typer.Typer(help="Make phase-retrieval data sets: synthetic holograms, or ground truth for real ones.",
                        no_args_is_help=True)
@@ -76,9 +76,10 @@ def add_data_commands(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
     ) -> None:
         """Simulate N holograms with their true phases and sample-free backgrounds, in the folder layout."""
+        from sparseconn_tasks.phase_retrieval.prepare import write_synthetic
+        from sparseconn_tasks.phase_retrieval.task import PhaseRetrievalConfig
+
         from sparseconn.engine.config import load_run_config
-        from tasks.phase_retrieval.prepare import write_synthetic
-        from tasks.phase_retrieval.task import PhaseRetrievalConfig
 
         if n < 1:
             raise DataError(f"-n must be at least 1, got {n}")
@@ -111,8 +112,8 @@ def add_data_commands(app: typer.Typer) -> None:
         Each frame's sideband and clipped share go to meta.json; a frame whose phase fell well below
         the background (usually the wrong sign) gets a "warning:" line on stderr.
         """
-        from tasks.phase_retrieval.imageio_ import IMAGE_SUFFIXES, index_images
-        from tasks.phase_retrieval.prepare import ClippedPhaseWarning, make_ground_truth
+        from sparseconn_tasks.phase_retrieval.imageio_ import IMAGE_SUFFIXES, index_images
+        from sparseconn_tasks.phase_retrieval.prepare import ClippedPhaseWarning, make_ground_truth
 
         if filter_radius is not None and not 0 < filter_radius < 0.5:
             raise DataError(f"--filter-radius must be in (0, 0.5) cycles/px, got {filter_radius}")

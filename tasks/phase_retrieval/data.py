@@ -22,12 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sparseconn_tasks.phase_retrieval.classical import find_sideband
+from sparseconn_tasks.phase_retrieval.imageio_ import (
+    IMAGE_SUFFIXES,
+    PHASE_SUFFIXES,
+    image_size,
+    index_images,
+    read_image,
+)
+from sparseconn_tasks.phase_retrieval.simulate import SimConfig, simulate
 from torch.utils.data import Dataset
 
 from sparseconn.errors import DataError
-from tasks.phase_retrieval.classical import find_sideband
-from tasks.phase_retrieval.imageio_ import IMAGE_SUFFIXES, PHASE_SUFFIXES, image_size, index_images, read_image
-from tasks.phase_retrieval.simulate import SimConfig, simulate
 
 SPLITS = ("train", "val", "test")
 SYMMETRIES = ("half_plane", "carrier", "all", "none")  # augmentation sets, see PhaseFolderDataset
@@ -151,7 +157,7 @@ class PhaseFolderDataset(Dataset):
     - ``"none"``: random crop only.
 
     The carrier comes from ``meta.json`` (``"carrier": [fx, fy]`` cycles/px) or, if absent, from
-    :func:`~tasks.phase_retrieval.classical.find_sideband` on the first interferogram of the split.
+    :func:`~sparseconn_tasks.phase_retrieval.classical.find_sideband` on the first interferogram of the split.
     Randomness comes from ``numpy.random.default_rng([seed, epoch, index])``: call :meth:`set_epoch`
     before each epoch (with ``persistent_workers`` the workers keep their own copy of the epoch).
     ``phase_range`` (rad) defaults to ``meta.json``'s ``phase_range``, else 12.

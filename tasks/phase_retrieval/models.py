@@ -13,19 +13,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from sparseconn_tasks.phase_retrieval.classical import check_sideband, retrieve_phase
 from torch import nn
 
 from sparseconn.config import SpaceConfig
 from sparseconn.errors import ConfigError, SparseconnError
 from sparseconn.models import register_model
 from sparseconn.task import Task
-from tasks.phase_retrieval.classical import check_sideband, retrieve_phase
 
 
 class ClassicalModel(nn.Module):
     """(B, 1, H, W) holograms -> (B, 1, H, W) ``phase / phase_range`` in [0, 1]; no parameters.
 
-    Each hologram goes through :func:`~tasks.phase_retrieval.classical.retrieve_phase` (Takeda's FT
+    Each hologram goes through :func:`~sparseconn_tasks.phase_retrieval.classical.retrieve_phase` (Takeda's FT
     method, polynomial aberration fit on background pixels, Herráez unwrapping) in NumPy on the CPU,
     whatever the input's device; the output is returned on the input's device.
     """
@@ -73,7 +73,7 @@ def classical(space: SpaceConfig, task: Task | None = None, phase_range: float |
               ) -> ClassicalModel:
     """The classical pipeline as a model. Unset parameters come from the run's phase task: its phase range
     and its ``task.baseline`` settings (``sideband``, ``poly_order``, ``filter_radius``)."""
-    from tasks.phase_retrieval.task import PhaseRetrievalTask
+    from sparseconn_tasks.phase_retrieval.task import PhaseRetrievalTask
 
     if task is not None and not isinstance(task, PhaseRetrievalTask):
         raise ConfigError(f"model 'classical' is the phase_retrieval task's; this run's task is "

@@ -1,4 +1,4 @@
-"""Build data sets in the folder layout of :mod:`tasks.phase_retrieval.data`.
+"""Build data sets in the folder layout of :mod:`sparseconn_tasks.phase_retrieval.data`.
 
 - :func:`write_synthetic`: simulated holograms, true phases and backgrounds.
 - :func:`make_ground_truth`: real holograms, phases from the classical pipeline (as the paper's
@@ -22,13 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sparseconn_tasks.phase_retrieval.classical import (
+    Sideband,
+    check_sideband,
+    find_sideband,
+    fit_background,
+    retrieve_phase_info,
+)
+from sparseconn_tasks.phase_retrieval.data import background_path, default_split, read_split
+from sparseconn_tasks.phase_retrieval.imageio_ import IMAGE_SUFFIXES, index_images, read_image, write_tiff
+from sparseconn_tasks.phase_retrieval.simulate import SimConfig, simulate
 
 from sparseconn.errors import DataError
 from sparseconn.fileio import atomic_path, atomic_write_json, atomic_write_text
-from tasks.phase_retrieval.classical import Sideband, check_sideband, find_sideband, fit_background, retrieve_phase_info
-from tasks.phase_retrieval.data import background_path, default_split, read_split
-from tasks.phase_retrieval.imageio_ import IMAGE_SUFFIXES, index_images, read_image, write_tiff
-from tasks.phase_retrieval.simulate import SimConfig, simulate
 
 Progress = Callable[[int], None]
 
@@ -62,7 +68,7 @@ def _copy(src: Path, dst: Path) -> None:
 def write_synthetic(out_dir: str | os.PathLike[str], n: int, cfg: SimConfig, seed: int = 0,
                     splits: tuple[float, float, float] = (0.8, 0.1, 0.1), progress: Progress | None = None
                     ) -> Path:
-    """Simulate ``n`` fields into ``out_dir`` (folder layout of :mod:`~tasks.phase_retrieval.data`).
+    """Simulate ``n`` fields into ``out_dir`` (folder layout of :mod:`~sparseconn_tasks.phase_retrieval.data`).
 
     Item ``i`` equals ``SyntheticPhaseDataset(cfg, n, seed)[i]``: interferogram, true phase and
     sample-free background, each a float32 TIFF ``sim_{i:05d}.tif``. Splits cut the names in order
@@ -118,7 +124,7 @@ def ground_truth_info(hologram: np.ndarray, background: np.ndarray | None = None
 
     The network's output (ReLU6 / 6) cannot be negative, so negative noise in the background is
     clipped rather than left as an unreachable target; ``clipped_fraction`` and ``clipped_depth`` say
-    how much went. ``sideband``: see :func:`~tasks.phase_retrieval.classical.retrieve_phase_info`.
+    how much went. ``sideband``: see :func:`~sparseconn_tasks.phase_retrieval.classical.retrieve_phase_info`.
     """
     got = retrieve_phase_info(hologram, background, filter_radius=filter_radius, sideband=sideband,
                               poly_order=poly_order)

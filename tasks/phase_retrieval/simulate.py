@@ -27,10 +27,10 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from scipy.ndimage import gaussian_filter
+from sparseconn_tasks.phase_retrieval import optics
+from sparseconn_tasks.phase_retrieval.cells import SHAPES, CellContext, max_slope, render
 
 from sparseconn.registry import RegistryError
-from tasks.phase_retrieval import optics
-from tasks.phase_retrieval.cells import SHAPES, CellContext, max_slope, render
 
 # Cells are capped below the band edge: the spectrum of exp(iφ) has tails past the steepest local
 # frequency (curvature, overlapping cells), so the instantaneous frequency only uses 80% of B.

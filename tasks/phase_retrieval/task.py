@@ -23,21 +23,27 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from torch.utils.data import Dataset
-
-from sparseconn.task import Task, TaskConfig, register_task, split_seeds
-from tasks.phase_retrieval.classical import FourierPhaseRetrieval
-from tasks.phase_retrieval.data import (
+from sparseconn_tasks.phase_retrieval.classical import FourierPhaseRetrieval
+from sparseconn_tasks.phase_retrieval.data import (
     DEFAULT_PHASE_RANGE,
     SYMMETRIES,
     PhaseFolderDataset,
     SyntheticPhaseDataset,
     read_meta,
 )
-from tasks.phase_retrieval.imageio_ import count_frames, iter_frames, read_image, write_tiff, write_tiff_stack
-from tasks.phase_retrieval.losses import GRADIENT_OPERATORS, mixge
-from tasks.phase_retrieval.metrics import psnr, rmse_rad, ssim
-from tasks.phase_retrieval.simulate import SimConfig, cross_domain, simulate
+from sparseconn_tasks.phase_retrieval.imageio_ import (
+    count_frames,
+    iter_frames,
+    read_image,
+    write_tiff,
+    write_tiff_stack,
+)
+from sparseconn_tasks.phase_retrieval.losses import GRADIENT_OPERATORS, mixge
+from sparseconn_tasks.phase_retrieval.metrics import psnr, rmse_rad, ssim
+from sparseconn_tasks.phase_retrieval.simulate import SimConfig, cross_domain, simulate
+from torch.utils.data import Dataset
+
+from sparseconn.task import Task, TaskConfig, register_task, split_seeds
 
 
 class _Strict(BaseModel):
@@ -59,8 +65,9 @@ class DataConfig(_Strict):
     """Simulator settings of the synthetic items (``size`` is the side in px)."""
     cross_domain_size: int = Field(16, ge=0)
     """Items of the built-in cross-domain test set (0: none), scored by ``evaluate`` beside ``test``:
-    holograms simulated from other ranges than ``sim`` (:func:`~tasks.phase_retrieval.simulate.cross_domain`),
-    as the paper's white-blood-cell set came from another microscope."""
+    holograms simulated from other ranges than ``sim``
+    (:func:`~sparseconn_tasks.phase_retrieval.simulate.cross_domain`), as the paper's white-blood-cell
+    set came from another microscope."""
     cross_domain: dict[str, Any] = Field(default_factory=dict)
     """Overrides of the cross-domain simulator settings (keys of ``sim``), on top of its built-in ranges."""
     cache: bool = True

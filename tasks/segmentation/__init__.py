@@ -3,7 +3,7 @@
 Importing the package registers the ``segmentation`` head and the ``segmentation`` task.
 """
 
-from tasks.segmentation.heads import SegmentationHead
-from tasks.segmentation.task import SegmentationConfig, SegmentationTask
+from sparseconn_tasks.segmentation.heads import SegmentationHead
+from sparseconn_tasks.segmentation.task import SegmentationConfig, SegmentationTask
 
 __all__ = ["SegmentationConfig", "SegmentationHead", "SegmentationTask"]

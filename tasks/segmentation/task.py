@@ -24,12 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from torch.utils.data import Dataset
-
-from sparseconn.errors import ConfigError
-from sparseconn.fileio import atomic_path
-from sparseconn.task import Task, TaskConfig, register_task, split_seeds
-from tasks.segmentation.data import (
+from sparseconn_tasks.segmentation.data import (
     IGNORE,
     SyntheticShapesDataset,
     VOCSegmentationDataset,
@@ -38,7 +33,12 @@ from tasks.segmentation.data import (
     read_rgb,
     voc_palette,
 )
-from tasks.segmentation.metrics import confusion_matrix, mean_iou, pixel_accuracy
+from sparseconn_tasks.segmentation.metrics import confusion_matrix, mean_iou, pixel_accuracy
+from torch.utils.data import Dataset
+
+from sparseconn.errors import ConfigError
+from sparseconn.fileio import atomic_path
+from sparseconn.task import Task, TaskConfig, register_task, split_seeds
 
 CONFUSION = "confusion"
 """Key of the summed (K, K) confusion matrix in :meth:`SegmentationTask.metric_sums`."""

@@ -7,9 +7,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
-from tasks.phase_retrieval.classical import FourierPhaseRetrieval, find_sideband, retrieve_phase
-from tasks.phase_retrieval.simulate import SimConfig, simulate
+from sparseconn_tasks.phase_retrieval.classical import FourierPhaseRetrieval, find_sideband, retrieve_phase
+from sparseconn_tasks.phase_retrieval.simulate import SimConfig, simulate
 
 
 def small(**overrides) -> SimConfig:

@@ -12,11 +12,11 @@ import pytest
 import tifffile
 import torch
 from PIL import Image
+from sparseconn_tasks.phase_retrieval.classical import find_sideband
+from sparseconn_tasks.phase_retrieval.simulate import SimConfig
 from typer.testing import CliRunner
 
 from sparseconn.cli import app
-from tasks.phase_retrieval.classical import find_sideband
-from tasks.phase_retrieval.simulate import SimConfig
 from tests.phase_retrieval.test_sign import CONVENTIONS, field, nominal_carrier, with_medium
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,18 +10,18 @@ import pytest
 import tifffile
 import torch
 from PIL import Image
-
-from sparseconn.engine.inference import pad_to_multiple
-from sparseconn.errors import DataError
-from tasks.phase_retrieval.classical import find_sideband, retrieve_phase
-from tasks.phase_retrieval.data import (
+from sparseconn_tasks.phase_retrieval.classical import find_sideband, retrieve_phase
+from sparseconn_tasks.phase_retrieval.data import (
     PhaseFolderDataset,
     SyntheticPhaseDataset,
     dihedral_transforms,
 )
-from tasks.phase_retrieval.imageio_ import read_image
-from tasks.phase_retrieval.prepare import make_ground_truth, write_synthetic
-from tasks.phase_retrieval.simulate import SimConfig, simulate
+from sparseconn_tasks.phase_retrieval.imageio_ import read_image
+from sparseconn_tasks.phase_retrieval.prepare import make_ground_truth, write_synthetic
+from sparseconn_tasks.phase_retrieval.simulate import SimConfig, simulate
+
+from sparseconn.engine.inference import pad_to_multiple
+from sparseconn.errors import DataError
 
 
 def tiny_cfg() -> SimConfig:

@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from sparseconn_tasks.phase_retrieval import imageio_, inputs
+from sparseconn_tasks.phase_retrieval.inputs import _far_from_dc, _hann
+from sparseconn_tasks.phase_retrieval.task import PhaseRetrievalTask
 from typer.testing import CliRunner
 
 import sparseconn.engine.deploy as deploy
@@ -23,9 +26,6 @@ from sparseconn.inputs import build_input_op
 from sparseconn.network import build_supernet
 from sparseconn.pruning import derive
 from sparseconn.space import SearchSpace
-from tasks.phase_retrieval import imageio_, inputs
-from tasks.phase_retrieval.inputs import _far_from_dc, _hann
-from tasks.phase_retrieval.task import PhaseRetrievalTask
 
 RUNNER = CliRunner()
 TINY = """

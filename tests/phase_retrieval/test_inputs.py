@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 from skimage.restoration import unwrap_phase
+from sparseconn_tasks.phase_retrieval.simulate import SimConfig, simulate
 
 from sparseconn.errors import ConfigError
 from sparseconn.inputs import build_input_op
-from tasks.phase_retrieval.simulate import SimConfig, simulate
 
 
 def _clean(size: int = 128, seed: int = 0):

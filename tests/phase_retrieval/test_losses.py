@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from tasks.phase_retrieval.losses import GRADIENT_OPERATORS, MixGELoss, gradient_magnitude, mixge
+from sparseconn_tasks.phase_retrieval.losses import GRADIENT_OPERATORS, MixGELoss, gradient_magnitude, mixge
 
 SOBEL_X = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-from tasks.phase_retrieval.metrics import psnr, rmse_rad, ssim
+from sparseconn_tasks.phase_retrieval.metrics import psnr, rmse_rad, ssim
 
 
 def pairs() -> list[tuple[np.ndarray, np.ndarray]]:

@@ -17,16 +17,15 @@ import pytest
 import tifffile
 import torch
 from scipy import ndimage
-
-from tasks.phase_retrieval.classical import (
+from sparseconn_tasks.phase_retrieval.classical import (
     FourierPhaseRetrieval,
     check_sideband,
     find_sideband,
     retrieve_phase,
     retrieve_phase_info,
 )
-from tasks.phase_retrieval.prepare import ClippedPhaseWarning, ground_truth_info, make_ground_truth
-from tasks.phase_retrieval.simulate import Sample, SimConfig, simulate
+from sparseconn_tasks.phase_retrieval.prepare import ClippedPhaseWarning, ground_truth_info, make_ground_truth
+from sparseconn_tasks.phase_retrieval.simulate import Sample, SimConfig, simulate
 
 CONVENTIONS = ("standard", "mirrored", "rot180")
 

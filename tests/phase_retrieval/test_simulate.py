@@ -8,11 +8,10 @@ import re
 import numpy as np
 import pytest
 from pydantic import ValidationError
-
-from tasks.phase_retrieval import optics
-from tasks.phase_retrieval.cells import SHAPES
-from tasks.phase_retrieval.classical import retrieve_phase
-from tasks.phase_retrieval.simulate import SimConfig, cross_domain, sample_phase, simulate
+from sparseconn_tasks.phase_retrieval import optics
+from sparseconn_tasks.phase_retrieval.cells import SHAPES
+from sparseconn_tasks.phase_retrieval.classical import retrieve_phase
+from sparseconn_tasks.phase_retrieval.simulate import SimConfig, cross_domain, sample_phase, simulate
 
 NO_ABERRATION = {"tilt": 0, "defocus": 0, "astigmatism": 0, "coma": 0, "trefoil": 0, "spherical": 0,
                  "secondary_astigmatism": 0, "quadrafoil": 0}

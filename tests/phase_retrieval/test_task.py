@@ -8,6 +8,11 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from sparseconn_tasks.phase_retrieval.losses import mixge
+from sparseconn_tasks.phase_retrieval.metrics import psnr
+from sparseconn_tasks.phase_retrieval.prepare import write_synthetic
+from sparseconn_tasks.phase_retrieval.simulate import SimConfig
+from sparseconn_tasks.phase_retrieval.task import PhaseRetrievalConfig, PhaseRetrievalTask
 
 from sparseconn.config import load_space_config
 from sparseconn.engine.config import load_run_config, validate_run_config
@@ -16,11 +21,6 @@ from sparseconn.errors import ConfigError
 from sparseconn.network import build_supernet
 from sparseconn.space import SearchSpace
 from sparseconn.task import TASKS
-from tasks.phase_retrieval.losses import mixge
-from tasks.phase_retrieval.metrics import psnr
-from tasks.phase_retrieval.prepare import write_synthetic
-from tasks.phase_retrieval.simulate import SimConfig
-from tasks.phase_retrieval.task import PhaseRetrievalConfig, PhaseRetrievalTask
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_SIM = {"size": 64, "n_cells": (1, 2), "semi_axis": (8.0, 14.0), "carrier_period": 3.0, "tilt": 0.5,

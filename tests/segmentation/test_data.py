@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from sparseconn.errors import DataError
-from tasks.segmentation.data import (
+from sparseconn_tasks.segmentation.data import (
     IGNORE,
     MEAN,
     STD,
@@ -19,6 +17,8 @@ from tasks.segmentation.data import (
     VOCSegmentationDataset,
     voc_palette,
 )
+
+from sparseconn.errors import DataError
 
 
 def test_synthetic_items_are_deterministic_per_seed_and_index() -> None:

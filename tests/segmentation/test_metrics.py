@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-
-from tasks.segmentation.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
+from sparseconn_tasks.segmentation.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 
 
 def test_confusion_matrix_by_hand() -> None:

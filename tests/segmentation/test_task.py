@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sparseconn_tasks.segmentation.data import IGNORE, VOCSegmentationDataset
+from sparseconn_tasks.segmentation.task import SegmentationConfig, SegmentationTask
 
 from sparseconn.config import load_space_config
 from sparseconn.engine.config import load_run_config, validate_run_config
 from sparseconn.engine.metrics import MetricAccumulator
 from sparseconn.errors import ConfigError
 from sparseconn.task import TASKS
-from tasks.segmentation.data import IGNORE, VOCSegmentationDataset
-from tasks.segmentation.task import SegmentationConfig, SegmentationTask
 
 ROOT = Path(__file__).resolve().parents[2]
 

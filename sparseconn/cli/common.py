@@ -1,10 +1,13 @@
-"""Shared CLI plumbing: the typer app, one-line errors, device choice."""
+"""Shared CLI plumbing: the typer app, one-line errors, device choice.
+
+Public for plug-ins: a task's own commands (e.g. ``sparseconn data``) wrap their functions in
+:func:`handle_errors` so that bad input ends as one line on stderr with exit code 2, as in the core's.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -64,6 +67,3 @@ def resolve_device(device: str) -> str:
         raise SparseconnError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
     return device
 
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()
