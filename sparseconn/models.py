@@ -15,7 +15,7 @@ settings declares a keyword ``task`` and gets the run's :class:`~sparseconn.task
                                 #   (NumPy), so MACs are not counted and it cannot be exported
 
 Built-ins: ``unet`` (Ronneberger et al. 2015), ``sparsemask_child`` (SparseMask's published VOC child,
-REFERENCE §2) and ``architecture`` (any ``architecture.json``). Run configs name one under ``model:``
+docs/reference.md §2) and ``architecture`` (any ``architecture.json``). Run configs name one under ``model:``
 (``sparseconn train CONFIG``) or in ``evaluate.baselines``.
 
 Example::
@@ -121,7 +121,7 @@ SPARSEMASK_CHILD: dict[str, tuple[str, ...]] = {
     "D3": ("E3", "G"),
     "D8": ("E0", "E1", "E2", "E3", "E8", "G", "D1", "D2", "D3"),
 }
-"""Inputs of each stage of SparseMask's searched VOC child (REFERENCE §2): 15 connections."""
+"""Inputs of each stage of SparseMask's searched VOC child (docs/reference.md §2): 15 connections."""
 
 
 def sparsemask_space(space: SpaceConfig, width: float = 1.0, pretrained: str | None = None) -> SpaceConfig:

@@ -32,7 +32,7 @@ UNET_TOY_YAML = TOY_YAML + "model: {name: unet, params: {width: 4}}\n"
 
 @pytest.mark.parametrize(("width", "millions", "tolerance"), [(64, 31.0, 0.1), (UNET_WIDTH_TABLE_I, 37.7, 0.2)])
 def test_unet_parameters(width, millions, tolerance):
-    """Ronneberger's width 64: 31.0M (REFERENCE §5); the documented width: Table I's 37.7M (1 in, 1 out)."""
+    """Ronneberger's width 64: 31.0M (docs/reference.md §5); the documented width: Table I's 37.7M (1 in, 1 out)."""
     net = build_model("unet", {"width": width}, SpaceConfig(in_channels=1, head=None))
     assert abs(count_params(net) / 1e6 - millions) <= tolerance, count_params(net)
     assert net.stride == 16 and net.num_connections is None

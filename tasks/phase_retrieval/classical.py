@@ -1,4 +1,4 @@
-"""Classical off-axis phase retrieval: Takeda's Fourier-transform method (REFERENCE §4).
+"""Classical off-axis phase retrieval: Takeda's Fourier-transform method (docs/reference.md §4).
 
 Pipeline: subtract the mean, FFT, find the +1 sideband, window it with a soft-edged disk, shift it to
 the centre, inverse FFT, take the angle; compensate the aberration with a sample-free background
@@ -32,7 +32,7 @@ from scipy.ndimage import binary_erosion
 from skimage.restoration import unwrap_phase
 
 # Default disk radius as a fraction of |f_c|: the +1 order (radius B) must fit and the |O|² term
-# (radius 2B around DC) must stay out; with |f_c| ≥ 3B (REFERENCE §4) a radius of |f_c|/3 holds the
+# (radius 2B around DC) must stay out; with |f_c| ≥ 3B (docs/reference.md §4) a radius of |f_c|/3 holds the
 # whole band, and the raised-cosine taper reaches |f_c|·0.38 at most.
 _RADIUS_FRACTION = 1.0 / 3.0
 _TAPER = 0.3  # width of the raised-cosine edge as a fraction of the radius; a hard disk rings (Gibbs)

@@ -37,7 +37,7 @@ from sparseconn.errors import DataError
 
 SPLITS = ("train", "val", "test")
 SYMMETRIES = ("half_plane", "carrier", "all", "none")  # augmentation sets, see PhaseFolderDataset
-DEFAULT_PHASE_RANGE = 12.0  # rad, the paper's data (REFERENCE §1)
+DEFAULT_PHASE_RANGE = 12.0  # rad, the paper's data (docs/reference.md §1)
 
 
 def default_split(names: list[str], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)

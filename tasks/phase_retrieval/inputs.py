@@ -3,7 +3,7 @@
 - ``hologram``: the paper's end-to-end input, standardised per image (mean 0, std 1), so 8-, 12- and
   16-bit frames, floats in any unit and a brighter or dimmer lamp give the network the same input.
 - ``sideband``: a fixed Fourier layer does what every off-axis microscope's software does first —
-  find the +1 order, window it, shift it to DC (Takeda; REFERENCE §4) — and the network receives the
+  find the +1 order, window it, shift it to DC (Takeda; docs/reference.md §4) — and the network receives the
   demodulated field as ``cos θ, sin θ`` of its wrapped phase θ and the wrap-free phase gradient
   ``∂θ/∂x, ∂θ/∂y``. It learns what is hard (unwrapping, aberration removal, denoising) and is spared
   what is not (the carrier, the exposure, the fringe visibility and the illumination envelope, which

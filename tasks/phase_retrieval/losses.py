@@ -1,4 +1,4 @@
-"""MixGE, the paper's phase reconstruction loss ``Loss_t`` (Eq. 2; REFERENCE §3).
+"""MixGE, the paper's phase reconstruction loss ``Loss_t`` (Eq. 2; docs/reference.md §3).
 
 ``MixGE = MSE(ŷ, y) + λ · mean((G(y) − G(ŷ))²)`` with the gradient magnitude
 ``G = √(Gx² + Gy² + eps)`` from 3×3 derivative kernels (Lu & Chen 2019, λ_G = 0.1, Sobel). The paper

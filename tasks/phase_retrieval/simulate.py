@@ -1,4 +1,4 @@
-"""Off-axis hologram simulator: cells, aberrations, carrier, illumination, stray light, camera (REFERENCE §4).
+"""Off-axis hologram simulator: cells, aberrations, carrier, illumination, stray light, camera (docs/reference.md §4).
 
 Forward model, pixel coordinates ``x`` (column) and ``y`` (row), ``s = convention`` (±1)::
 
@@ -129,7 +129,7 @@ class SimConfig(BaseModel):
     uniform in [0, max]; their worst case, not their typical one, is what the validator budgets."""
     # -- carrier ---------------------------------------------------------------------------------------
     carrier_period: float = Field(3.5, gt=0.0)
-    """Nominal fringe period, px (REFERENCE §4: 3–6 px works; 3.5 px leaves room for the default
+    """Nominal fringe period, px (docs/reference.md §4: 3–6 px works; 3.5 px leaves room for the default
     aberrations and jitter down to 128 px fields, whose aberration band grows as 1 / size)."""
     carrier_angle: float = 45.0
     """Nominal fringe direction, degrees from the +x (column) axis towards +y (rows)."""
@@ -230,7 +230,7 @@ class SimConfig(BaseModel):
             raise ValueError(f"carrier_jitter must be (0 ≤ rel < 0.5, 0 ≤ degrees ≤ 90), got {self.carrier_jitter}")
         band = self.band_estimate
         f_min, f_max = self.carrier_range
-        # DC side: the |O|² term spans 2B around DC and the +1 order spans B around f_c (REFERENCE §4).
+        # DC side: the |O|² term spans 2B around DC and the +1 order spans B around f_c (docs/reference.md §4).
         if f_min < 3 * band:
             raise ValueError(
                 f"carrier period {self.carrier_period:g} px is too close to DC: it must be ≤ "
@@ -399,7 +399,7 @@ def simulate(cfg: SimConfig, rng: np.random.Generator) -> Sample:
     def intensity(o: np.ndarray, phi: np.ndarray) -> np.ndarray:
         total = carrier + sign * phi
         out = ref2 + o * o
-        out += 2 * ref * o * np.cos(total)  # REFERENCE §4 forward model
+        out += 2 * ref * o * np.cos(total)  # docs/reference.md §4 forward model
         if stray_phase is not None:
             # |R e^{−iθc} + O e^{isφ} + P e^{−i(θc+θp+ψ)}|²: R·P fringes at f_p, O's replica at f_c + f_p.
             out += stray_fringes
