@@ -21,7 +21,7 @@ import torch
 
 from sparseconn.architecture import Architecture
 from sparseconn.engine.inference import predict
-from sparseconn.engine.runs import load_model
+from sparseconn.engine.loading import load_model
 from tests.clitools import cli, ok
 from tests.toy_task import TOY_YAML, write_toy_config
 
