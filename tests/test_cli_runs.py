@@ -131,6 +131,14 @@ def test_every_command_has_help(command):
     assert "Usage" in result.output
 
 
+def test_the_split_deploy_module_names_its_replacements():
+    import sparseconn.cli
+
+    with pytest.raises(AttributeError, match=r"^sparseconn\.cli\.deploy was split: .*sparseconn\.cli\.infer_export, "
+                                             r"draw in sparseconn\.cli\.draw$"):
+        _ = sparseconn.cli.deploy
+
+
 def test_search_writes_the_run_folder(search_run):
     for name in ("config.yaml", "metrics.jsonl", "connections.jsonl", "checkpoints/last.pt", "checkpoints/best.pt",
                  "summary.json"):

@@ -169,7 +169,7 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
               "sets": sets, "warnings": notes, "latency_engines": engines}
     atomic_write_json(base / "evaluation.json", result)
     if report and first is not None:
-        from sparseconn.engine.report import write_run_report
+        from sparseconn.engine.run_report import write_run_report
 
         result["report"] = [str(p) for p in write_run_report(base, cfg, task, rows, first, outputs, scores, size,
                                                                         device=device, sets=sets, warnings=notes,
