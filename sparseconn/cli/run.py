@@ -21,7 +21,7 @@ def _echo_json(obj: object) -> None:
 def search_cmd(config: Path = typer.Argument(..., help="Run config YAML, e.g. tasks/phase_retrieval.yaml."),
                out: Path = OUT, device: str = DEVICE, seed: int = SEED, resume: bool = RESUME,
                fast_dev_run: bool = FAST, set_: list[str] = SET, quiet: bool = QUIET) -> None:
-    """Train the supernet: task loss plus connection regularisers (Eq. 2)."""
+    """Train the supernet: task loss plus connection regularizers (Eq. 2)."""
     from sparseconn.engine.jobs import search
 
     cfg, task_cfg = load_config(config, set_, seed, fast_dev_run)
