@@ -18,6 +18,7 @@ import networkx as nx
 import numpy as np
 import pytest
 from PIL import Image
+from sparseconn_tasks.phase_retrieval.panels import phase_panels
 from typer.testing import CliRunner
 
 import sparseconn.fileio
@@ -31,7 +32,6 @@ from sparseconn.viz import (
     draw_connections,
     draw_pair,
     load_connections,
-    phase_panels,
     plot_trajectories,
     save_figure,
     write_report,
