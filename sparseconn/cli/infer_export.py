@@ -25,7 +25,8 @@ def infer_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoint
                                          help="auto, reference, eager, compiled or onnxruntime (checked against "
                                               "eager fp32)."),
               quiet: bool = QUIET) -> None:
-    """Run a trained model on inputs of any size, streamed (phase maps: float32 TIFF in radians)."""
+    """Run a trained model on inputs of any size, streamed; one output file per input, in the task's format
+    (phase maps: float32 TIFF in radians; segmentation: palette PNG label maps)."""
     from sparseconn.engine.deploy import check_engine, infer, parse_batch_size, parse_max_memory
 
     n, mb, engine = parse_batch_size(batch_size), parse_max_memory(max_memory), check_engine(engine)

@@ -1,18 +1,19 @@
 """The run folder: creating it, finding and reading its checkpoints, and checking that a checkpoint belongs
 to it.
 
-A run folder is what one job writes (:mod:`sparseconn.engine.jobs`, :mod:`sparseconn.engine.pipeline`,
+A run folder holds what the jobs write into it (:mod:`sparseconn.engine.jobs`, :mod:`sparseconn.engine.pipeline`,
 :mod:`sparseconn.engine.evaluate`)::
 
-    config.yaml            the resolved config (every job; written first, so a resume can compare)
+    config.yaml            the resolved config (written first by every training job; --resume compares it)
     metrics.jsonl          one line an epoch, tagged with its phase (search, train)
     connections.jsonl      every connection weight, every epoch (search only)
     checkpoints/last.pt    the last epoch (model, optimisers, RNG: what --resume needs)
     checkpoints/best.pt    the epoch with the best validation metric
     architecture.json      the pruned child (prune; train and train_model of a child write theirs)
     summary.json           search: its short summary; pipeline: the whole pipeline's
-    train_summary.json     train, train_model: the retraining's short summary
-    evaluation.json        evaluate: the test-set table (with report.md, report.html and figures/)
+    train_summary.json     train, train_model: the training's short summary
+    evaluation.json        evaluate: the test-set table
+    report.md, report.html evaluate: the report (images in figures/, where `sparseconn draw RUN` also draws)
 
 A pipeline folder holds every stage in one folder: the search's checkpoints and summary carry the prefix
 ``search_`` (``checkpoints/search_last.pt``, ``search_best.pt``, ``search_summary.json``), the retrained
