@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from sparseconn.engine.inference import predict
-from sparseconn.engine.runs import load_model, make_task
+from sparseconn.engine.loading import load_model, make_task
 
 
 def _quantise(h: np.ndarray, bits: int) -> np.ndarray:

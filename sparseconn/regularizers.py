@@ -1,14 +1,17 @@
-"""Connection regularisers: pure tensor functions plus a registry for configs.
+"""Connection regularizers: pure tensor functions plus a registry for configs (the run config's
+``search.regularizers`` list names them).
 
-Each registered regulariser has the signature ``fn(w, ctx, **params) -> scalar`` where ``w`` is the
+Each registered regularizer has the signature ``fn(w, ctx, **params) -> scalar`` where ``w`` is the
 (K,) vector of connection weights in the space's candidate order and ``ctx`` carries the per-weight
 stage index and cost. The pure functions below are what the tests check by hand.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -54,34 +57,47 @@ def cost_weighted_sparsity(w: torch.Tensor, costs: torch.Tensor, reduction: str 
 
 @dataclass
 class RegContext:
-    """What a regulariser may know about the weights besides their values."""
+    """What a regularizer may know about the weights besides their values."""
 
     keys: list[str]
     groups: torch.Tensor  # (K,) long: destination stage of each weight
     costs: torch.Tensor  # (K,) float: MACs of each connection at the configured input size
 
 
-Regulariser = Callable[..., torch.Tensor]
-REGULARISERS: Registry[Regulariser] = Registry("regulariser")
-register_regulariser = make_register(REGULARISERS)
+Regularizer = Callable[..., torch.Tensor]
+REGULARIZERS: Registry[Regularizer] = Registry("regularizer")
+register_regularizer = make_register(REGULARIZERS)
 
 
-@register_regulariser("binary_entropy")
+@register_regularizer("binary_entropy")
 def _binary_entropy(w: torch.Tensor, ctx: RegContext, eps: float = EPS) -> torch.Tensor:
     return binary_entropy(w, eps)
 
 
-@register_regulariser("global_sparsity")
+@register_regularizer("global_sparsity")
 def _global_sparsity(w: torch.Tensor, ctx: RegContext, reduction: str = "sum") -> torch.Tensor:
     return global_sparsity(w, reduction)
 
 
-@register_regulariser("stage_target")
+@register_regularizer("stage_target")
 def _stage_target(w: torch.Tensor, ctx: RegContext, ratio_numerator: float = 2.0,
                   max_ratio: float = 0.5) -> torch.Tensor:
     return stage_target(w, ctx.groups.to(w.device), ratio_numerator, max_ratio)
 
 
-@register_regulariser("cost_weighted_sparsity")
+@register_regularizer("cost_weighted_sparsity")
 def _cost_weighted(w: torch.Tensor, ctx: RegContext, reduction: str = "sum") -> torch.Tensor:
     return cost_weighted_sparsity(w, ctx.costs.to(w.device, w.dtype), reduction)
+
+
+_RENAMED = {"REGULARISERS": "REGULARIZERS", "Regulariser": "Regularizer",
+            "register_regulariser": "register_regularizer"}
+"""The British spellings of sparseconn 0.2.0 and their names now (still importable, with a warning)."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        new = _RENAMED[name]
+        warnings.warn(f"sparseconn.regularizers.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module 'sparseconn.regularizers' has no attribute {name!r}")

@@ -21,7 +21,7 @@ import torch
 
 from sparseconn.architecture import Architecture
 from sparseconn.engine.inference import predict
-from sparseconn.engine.runs import load_model
+from sparseconn.engine.loading import load_model
 from tests.clitools import cli, ok
 from tests.toy_task import TOY_YAML, write_toy_config
 
@@ -129,6 +129,14 @@ def write_config(folder: Path, text: str, name: str = "bad.yaml") -> Path:
 def test_every_command_has_help(command):
     result = ok(*command, "--help")
     assert "Usage" in result.output
+
+
+def test_the_split_deploy_module_names_its_replacements():
+    import sparseconn.cli
+
+    with pytest.raises(AttributeError, match=r"^sparseconn\.cli\.deploy was split: .*sparseconn\.cli\.infer_export, "
+                                             r"draw in sparseconn\.cli\.draw$"):
+        _ = sparseconn.cli.deploy
 
 
 def test_search_writes_the_run_folder(search_run):

@@ -15,8 +15,8 @@ import sparseconn.engine.deploy as deploy
 import sparseconn.engine.fastpath as fastpath
 from sparseconn.engine.config import load_run_config
 from sparseconn.engine.inference import predict
+from sparseconn.engine.loading import load_model
 from sparseconn.engine.progress import CountProgress
-from sparseconn.engine.runs import load_model
 from sparseconn.network import build_supernet
 from sparseconn.pruning import derive
 from sparseconn.space import SearchSpace

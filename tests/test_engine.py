@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from sparseconn.engine.config import load_run_config
-from sparseconn.engine.runs import RunOptions, load_model, prune, search, train
+from sparseconn.engine.jobs import RunOptions, prune, search, train
+from sparseconn.engine.loading import load_model
 from tests.toy_task import write_toy_config
 
 
@@ -77,3 +78,14 @@ def test_retrain_child_from_scratch_and_inherited(toy, tmp_path):
     assert lm.kind == "child" and lm.net.connections is None
     train(cfg, tcfg, arch, tmp_path / "inh", RunOptions(progress=False), inherit_from=run / "checkpoints/best.pt")
     assert load_model(tmp_path / "inh").checkpoint["edge_bias"] is True
+
+
+def test_the_old_runs_module_still_offers_every_moved_name():
+    """``sparseconn.engine.runs`` was split into jobs, rundir and loading; old imports get the same objects."""
+    import sparseconn.engine.runs as runs
+    from sparseconn.engine import jobs, loading, rundir
+
+    homes = {name: module for module in (jobs, loading, rundir) for name in runs.__all__ if hasattr(module, name)}
+    assert set(homes) == set(runs.__all__)
+    for name, module in homes.items():
+        assert getattr(runs, name) is getattr(module, name), name

@@ -155,7 +155,7 @@ def test_evaluate_reports_the_latency_path_and_refuses_an_unknown_engine(tmp_pat
     from sparseconn.cli import app
     from sparseconn.engine.config import load_run_config
     from sparseconn.engine.evaluate import evaluate
-    from sparseconn.engine.runs import RunOptions, prune, search, train
+    from sparseconn.engine.jobs import RunOptions, prune, search, train
     from tests.toy_task import write_toy_config
 
     cfg, tcfg = load_run_config(write_toy_config(tmp_path))

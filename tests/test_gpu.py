@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from sparseconn.cli import app
 from sparseconn.config import load_space_config
 from sparseconn.engine.inference import predict
-from sparseconn.engine.runs import load_model
+from sparseconn.engine.loading import load_model
 from sparseconn.network import build_supernet
 from sparseconn.space import SearchSpace
 

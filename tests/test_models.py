@@ -15,7 +15,7 @@ import torch
 from sparseconn.config import HeadConfig, InputConfig, SpaceConfig, load_space_config
 from sparseconn.engine.config import ModelBaseline, RunBaseline, RunConfig, load_run_config
 from sparseconn.engine.inference import max_stride, predict
-from sparseconn.engine.runs import load_model
+from sparseconn.engine.loading import load_model
 from sparseconn.errors import ConfigError, SparseconnError
 from sparseconn.inputs import Standardise
 from sparseconn.models import MODELS, SPARSEMASK_CHILD, UNET_WIDTH_TABLE_I, build_model, sparsemask_space

@@ -20,7 +20,7 @@ import tifffile
 import torch
 
 from sparseconn.architecture import Architecture
-from sparseconn.engine.runs import load_model
+from sparseconn.engine.loading import load_model
 from tests.clitools import ok
 
 OLD = Path(__file__).parent / "fixtures" / "run_36d2709"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sparseconn.regularizers import (
-    REGULARISERS,
+    REGULARIZERS,
     RegContext,
     binary_entropy,
     cost_weighted_sparsity,
@@ -69,9 +69,24 @@ def test_cost_weighted_sparsity_by_hand():
 def test_registry_wrappers_use_context():
     ctx = RegContext(keys=list("abcd"), groups=torch.tensor([0, 0, 1, 1]), costs=torch.tensor([1.0, 1, 2, 4]))
     w = torch.tensor(W)
-    assert REGULARISERS.get("global_sparsity")(w, ctx, reduction="mean").item() == pytest.approx(0.45)
-    assert REGULARISERS.get("stage_target")(w, ctx).item() == pytest.approx(stage_target(w, ctx.groups).item())
-    assert REGULARISERS.get("cost_weighted_sparsity")(w, ctx).item() == pytest.approx(
+    assert REGULARIZERS.get("global_sparsity")(w, ctx, reduction="mean").item() == pytest.approx(0.45)
+    assert REGULARIZERS.get("stage_target")(w, ctx).item() == pytest.approx(stage_target(w, ctx.groups).item())
+    assert REGULARIZERS.get("cost_weighted_sparsity")(w, ctx).item() == pytest.approx(
         cost_weighted_sparsity(w, ctx.costs).item())
-    assert set(REGULARISERS.names()) >= {"binary_entropy", "global_sparsity", "stage_target",
+    assert set(REGULARIZERS.names()) >= {"binary_entropy", "global_sparsity", "stage_target",
                                          "cost_weighted_sparsity"}
+
+
+@pytest.mark.parametrize(("old", "new"), [("REGULARISERS", "REGULARIZERS"), ("Regulariser", "Regularizer"),
+                                          ("register_regulariser", "register_regularizer")])
+def test_the_british_spellings_still_work_and_name_the_new_one(old, new):
+    import sparseconn.regularizers as regularizers
+
+    with pytest.warns(DeprecationWarning, match=rf"^sparseconn\.regularizers\.{old} is deprecated; use {new}$"):
+        value = getattr(regularizers, old)
+    assert value is getattr(regularizers, new)
+
+
+def test_an_unknown_regularizer_is_named_as_one():
+    with pytest.raises(KeyError, match=r"^unknown regularizer 'global_sparse' \(did you mean 'global_sparsity'\?\)"):
+        REGULARIZERS.get("global_sparse")

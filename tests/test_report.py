@@ -18,12 +18,13 @@ import networkx as nx
 import numpy as np
 import pytest
 from PIL import Image
+from sparseconn_tasks.phase_retrieval.panels import phase_panels
 from typer.testing import CliRunner
 
 import sparseconn.fileio
 from sparseconn.architecture import FORMAT_VERSION, Architecture
 from sparseconn.cli import app
-from sparseconn.engine.report import write_jobs
+from sparseconn.engine.drawing import write_jobs
 from sparseconn.errors import DataError
 from sparseconn.space import SearchSpace
 from sparseconn.task import TASKS, register_task
@@ -31,7 +32,6 @@ from sparseconn.viz import (
     draw_connections,
     draw_pair,
     load_connections,
-    phase_panels,
     plot_trajectories,
     save_figure,
     write_report,
@@ -346,3 +346,13 @@ def test_a_damaged_supernet_checkpoint_is_reported_not_hidden(run, tmp_path):
     evaluation = json.loads((copy / "evaluation.json").read_text())
     assert [row["model"] for row in evaluation["rows"]] == ["child"]
     assert evaluation["warnings"] and "search_best.pt" in evaluation["warnings"][0]
+
+
+def test_the_old_report_module_still_offers_every_moved_name():
+    """``sparseconn.engine.report`` was split into drawing and run_report; old imports get the same objects."""
+    import sparseconn.engine.report as old
+    from sparseconn.engine import drawing, run_report
+
+    for name in old.__all__:
+        home = run_report if name == "write_run_report" else drawing
+        assert getattr(old, name) is getattr(home, name), name

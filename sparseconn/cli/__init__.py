@@ -2,17 +2,21 @@
 
 Every command validates its arguments, calls one library function and prints. Bad input is a
 :class:`~sparseconn.errors.SparseconnError`, shown as one line on stderr with exit code 2.
-Command modules register themselves on ``app`` when imported here; installed plugins (tasks) may add
-their own command groups (e.g. ``data``) through ``sparseconn.registry.CLI_EXTENSIONS``.
+Command modules register themselves on ``app`` when imported here, each named after its commands:
+:mod:`~sparseconn.cli.run` (search, prune, train, evaluate, pipeline), :mod:`~sparseconn.cli.infer_export`
+(infer, export), :mod:`~sparseconn.cli.draw` and :mod:`~sparseconn.cli.profile`. Installed plugins
+(tasks) may add their own command groups (e.g. ``data``) through ``sparseconn.registry.CLI_EXTENSIONS``.
 """
 
 from __future__ import annotations
 
-from sparseconn.cli import deploy, profile, run
+from typing import Any
+
+from sparseconn.cli import draw, infer_export, profile, run
 from sparseconn.cli.common import app
 from sparseconn.registry import CLI_EXTENSIONS, load_plugins
 
-__all__ = ["app", "deploy", "main", "profile", "run"]
+__all__ = ["app", "draw", "infer_export", "main", "profile", "run"]
 
 load_plugins()
 for _name in CLI_EXTENSIONS.names():  # tasks add their command groups, e.g. `sparseconn data`
@@ -22,3 +26,10 @@ for _name in CLI_EXTENSIONS.names():  # tasks add their command groups, e.g. `sp
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "deploy":  # the module that defined infer, export and draw before they got their own
+        raise AttributeError("sparseconn.cli.deploy was split: the infer and export commands are in "
+                             "sparseconn.cli.infer_export, draw in sparseconn.cli.draw")
+    raise AttributeError(f"module 'sparseconn.cli' has no attribute {name!r}")

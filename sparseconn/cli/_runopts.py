@@ -10,7 +10,7 @@ from sparseconn.cli.common import resolve_device
 from sparseconn.config import read_yaml
 from sparseconn.engine.config import RunConfig, apply_overrides, validate_run_config
 from sparseconn.engine.distributed import init_distributed
-from sparseconn.engine.runs import RunOptions
+from sparseconn.engine.jobs import RunOptions
 from sparseconn.task import TASKS
 
 OUT = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<config name>).")

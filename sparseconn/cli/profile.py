@@ -31,7 +31,7 @@ def profile_source(source: Path, size: tuple[int, int], batch: int = 1, latency:
         net, kind, in_ch = build_child(arch), "child", arch.space.in_channels
     elif read_yaml(source).get("model") is not None:  # a fixed model's run config
         from sparseconn.engine.config import load_run_config
-        from sparseconn.engine.runs import make_task
+        from sparseconn.engine.loading import make_task
         from sparseconn.models import build_model
 
         cfg, task_cfg = load_run_config(source)

@@ -21,8 +21,8 @@ def _echo_json(obj: object) -> None:
 def search_cmd(config: Path = typer.Argument(..., help="Run config YAML, e.g. tasks/phase_retrieval.yaml."),
                out: Path = OUT, device: str = DEVICE, seed: int = SEED, resume: bool = RESUME,
                fast_dev_run: bool = FAST, set_: list[str] = SET, quiet: bool = QUIET) -> None:
-    """Train the supernet: task loss plus connection regularisers (Eq. 2)."""
-    from sparseconn.engine.runs import search
+    """Train the supernet: task loss plus connection regularizers (Eq. 2)."""
+    from sparseconn.engine.jobs import search
 
     cfg, task_cfg = load_config(config, set_, seed, fast_dev_run)
     opts = run_options(device, resume, quiet)
@@ -42,7 +42,7 @@ def prune_cmd(run: Path = typer.Argument(..., help="A search run folder (or a su
               which: str = typer.Option(None, "--checkpoint", help="best or last (default: prune.checkpoint)."),
               out: Path = typer.Option(None, "--out", help="Where to write (default: RUN/architecture.json).")) -> None:
     """Derive architecture.json from the learned connection weights."""
-    from sparseconn.engine.runs import prune
+    from sparseconn.engine.jobs import prune
 
     arch = prune(run, threshold, redundancy, which, out)
     typer.echo(f"{len(arch.connections)} of {len(arch.candidates)} connections kept; removed stages: "
@@ -61,7 +61,7 @@ def train_cmd(config: Path = typer.Argument(..., help="Run config YAML."),
     in the config, from the search checkpoint beside the architecture file), or train the fixed model of a
     config that sets `model:` (e.g. tasks/phase_retrieval_unet.yaml)."""
     from sparseconn.architecture import Architecture
-    from sparseconn.engine.runs import train, train_model
+    from sparseconn.engine.jobs import train, train_model
 
     cfg, task_cfg = load_config(config, set_, seed, fast_dev_run)
     if cfg.model is not None:

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from sparseconn.engine.config import ModelBaseline, RunBaseline, RunConfig, validate_run_config
-from sparseconn.engine.runs import LoadedModel, RunOptions, load_model, prepare_run_dir, train_model
+from sparseconn.engine.jobs import RunOptions, train_model
+from sparseconn.engine.loading import LoadedModel, load_model
+from sparseconn.engine.rundir import prepare_run_dir
 from sparseconn.errors import ConfigError, SparseconnError
 from sparseconn.fileio import atomic_write_text
 from sparseconn.task import Task

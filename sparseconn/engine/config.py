@@ -46,7 +46,7 @@ class ScheduleConfig(_Strict):
 
 class RegularizerConfig(_Strict):
     name: str
-    """Regulariser registry name (``binary_entropy``, ``global_sparsity``, ``stage_target``,
+    """Regularizer registry name (``binary_entropy``, ``global_sparsity``, ``stage_target``,
     ``cost_weighted_sparsity``)."""
     coef: float = Field(ge=0)
     params: dict[str, Any] = Field(default_factory=dict)

@@ -27,8 +27,9 @@ from torch import nn
 
 from sparseconn.engine import fastpath
 from sparseconn.engine.inference import max_stride, pad_to_multiple, predict_with
+from sparseconn.engine.jobs import RunOptions
+from sparseconn.engine.loading import load_model, make_task
 from sparseconn.engine.progress import CountProgress
-from sparseconn.engine.runs import RunOptions, load_model, make_task
 from sparseconn.errors import DataError, SparseconnError
 from sparseconn.fileio import atomic_path
 from sparseconn.task import Task

@@ -16,8 +16,10 @@ from torch.utils.data import DataLoader
 from sparseconn.engine.baselines import baseline_models, task_baselines
 from sparseconn.engine.fastpath import check_engine, optimize
 from sparseconn.engine.inference import max_stride, pad_to_multiple, predict
+from sparseconn.engine.jobs import RunOptions
+from sparseconn.engine.loading import LoadedModel, load_model, make_task
 from sparseconn.engine.metrics import MetricAccumulator
-from sparseconn.engine.runs import LoadedModel, RunOptions, load_model, make_task, run_folder_of
+from sparseconn.engine.rundir import run_folder_of
 from sparseconn.errors import CheckpointError
 from sparseconn.fileio import atomic_write_json
 from sparseconn.profiling import count_macs, count_params, measure_latency
@@ -167,7 +169,7 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
               "sets": sets, "warnings": notes, "latency_engines": engines}
     atomic_write_json(base / "evaluation.json", result)
     if report and first is not None:
-        from sparseconn.engine.report import write_run_report
+        from sparseconn.engine.run_report import write_run_report
 
         result["report"] = [str(p) for p in write_run_report(base, cfg, task, rows, first, outputs, scores, size,
                                                                         device=device, sets=sets, warnings=notes,

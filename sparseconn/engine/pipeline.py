@@ -10,7 +10,8 @@ from typing import Any
 from sparseconn.engine.baselines import check_baseline_runs, model_baselines, train_baselines
 from sparseconn.engine.config import RunConfig
 from sparseconn.engine.evaluate import evaluate
-from sparseconn.engine.runs import RunOptions, prepare_run_dir, prune, refuse_model, search, train
+from sparseconn.engine.jobs import RunOptions, prune, refuse_model, search, train
+from sparseconn.engine.rundir import prepare_run_dir
 from sparseconn.fileio import atomic_write_json
 
 

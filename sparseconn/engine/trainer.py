@@ -36,7 +36,7 @@ from sparseconn.engine.progress import ProgressReporter
 from sparseconn.errors import CheckpointError, SparseconnError
 from sparseconn.fileio import append_jsonl, truncate_jsonl
 from sparseconn.network import GraphNet
-from sparseconn.regularizers import REGULARISERS, RegContext
+from sparseconn.regularizers import REGULARIZERS, RegContext
 from sparseconn.task import Task
 
 
@@ -87,7 +87,7 @@ class Trainer:
         if self.stage != "search" or supernet is None:
             return {}
         w = supernet.connections.vector().float()
-        return {r.name: r.coef * REGULARISERS.get(r.name)(w, self.reg_ctx, **r.params) for r in self.cfg.regularizers}
+        return {r.name: r.coef * REGULARIZERS.get(r.name)(w, self.reg_ctx, **r.params) for r in self.cfg.regularizers}
 
     # -- evaluation ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -289,7 +289,7 @@ class PhaseRetrievalTask(Task):
         return holo[top:top + h, left:left + w][None].astype(np.float32)  # (1, H, W)
 
     def panels(self, batch: dict[str, Any], outputs: dict[str, np.ndarray], scores: dict[str, str]) -> Any:
-        from sparseconn.viz import phase_panels
+        from sparseconn_tasks.phase_retrieval.panels import phase_panels
 
         pr = self.phase_range
         return phase_panels(batch["input"][0, 0].numpy(), batch["target"][0, 0].numpy() * pr,

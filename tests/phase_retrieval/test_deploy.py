@@ -21,7 +21,7 @@ from sparseconn.cli import app
 from sparseconn.engine.checkpoint import load_checkpoint, save_checkpoint
 from sparseconn.engine.config import load_run_config
 from sparseconn.engine.inference import predict
-from sparseconn.engine.runs import load_model, make_task
+from sparseconn.engine.loading import load_model, make_task
 from sparseconn.inputs import build_input_op
 from sparseconn.network import build_supernet
 from sparseconn.pruning import derive

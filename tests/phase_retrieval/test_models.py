@@ -17,7 +17,7 @@ from sparseconn.cli import app
 from sparseconn.engine.baselines import task_baselines
 from sparseconn.engine.config import load_run_config
 from sparseconn.engine.inference import predict
-from sparseconn.engine.runs import load_model, make_task
+from sparseconn.engine.loading import load_model, make_task
 from sparseconn.errors import ConfigError, SparseconnError
 from tests.phase_retrieval.test_cli import SIM64
 

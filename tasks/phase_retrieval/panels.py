@@ -6,10 +6,17 @@ colour map) or ``[0, phase_range]`` (``scale="full"``, the same for every sample
 each model: its error map (output - truth) on one symmetric diverging scale shared by all models, so
 errors compare at a glance.
 
-Example::
+The phase task's report picture (:meth:`PhaseRetrievalTask.panels`). Like :mod:`sparseconn.viz`, it
+draws from arrays only, without pyplot, so nothing needs a display. Example::
+
+    from sparseconn.viz import save_figure
+    from sparseconn_tasks.phase_retrieval.panels import phase_panels
 
     fig = phase_panels(holo, truth, {"U-Net": unet, "NAS-PRNet": ours}, scores={"NAS-PRNet": "36.7 dB"})
     save_figure(fig, "runs/x/panels.png")
+
+(In sparseconn 0.2.0 this was ``sparseconn.viz.phase_panels``; the task-free viz package holds no task's
+pictures.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``infer``, ``export`` and ``draw``."""
+"""``sparseconn infer`` and ``sparseconn export``: a trained model run on files, or written as ONNX or
+TorchScript (the work: :mod:`sparseconn.engine.deploy`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def infer_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoint
                                          help="auto, reference, eager, compiled or onnxruntime (checked against "
                                               "eager fp32)."),
               quiet: bool = QUIET) -> None:
-    """Run a trained model on inputs of any size, streamed (phase maps: float32 TIFF in radians)."""
+    """Run a trained model on inputs of any size, streamed; one output file per input, in the task's format
+    (phase maps: float32 TIFF in radians; segmentation: palette PNG label maps)."""
     from sparseconn.engine.deploy import check_engine, infer, parse_batch_size, parse_max_memory
 
     n, mb, engine = parse_batch_size(batch_size), parse_max_memory(max_memory), check_engine(engine)
@@ -61,17 +63,3 @@ def export_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoin
     target = out or base / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
     written = export(model, fmt, target, size, check=check, tolerance=tol, log=typer.echo, fixed_size=fixed_size)
     typer.echo(f"wrote {written}")
-
-
-@app.command("draw")
-@handle_errors
-def draw_cmd(source: Path = typer.Argument(..., help="A config YAML, an architecture.json or a run folder."),
-             out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: beside the source)."),
-             formats: str = typer.Option("png,svg,dot,graphml", "--formats", help="Comma-separated formats.")) -> None:
-    """Draw the connection graph (Fig. 3 style), weight trajectories, DOT and GraphML."""
-    from sparseconn.engine.report import draw_source
-
-    base = out or (source / "figures" if source.is_dir() else source.parent / f"{source.stem}-figures")
-    written = draw_source(source, base, tuple(f.strip() for f in formats.split(",") if f.strip()))
-    for p in written:
-        typer.echo(str(p))

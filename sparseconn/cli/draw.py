@@ -1,0 +1,24 @@
+"""``sparseconn draw``: pictures of a config, an architecture file or a run folder (the work:
+:mod:`sparseconn.engine.drawing`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from sparseconn.cli.common import app, handle_errors
+
+
+@app.command("draw")
+@handle_errors
+def draw_cmd(source: Path = typer.Argument(..., help="A config YAML, an architecture.json or a run folder."),
+             out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: beside the source)."),
+             formats: str = typer.Option("png,svg,dot,graphml", "--formats", help="Comma-separated formats.")) -> None:
+    """Draw the connection graph (Fig. 3 style), weight trajectories, DOT and GraphML."""
+    from sparseconn.engine.drawing import draw_source
+
+    base = out or (source / "figures" if source.is_dir() else source.parent / f"{source.stem}-figures")
+    written = draw_source(source, base, tuple(f.strip() for f in formats.split(",") if f.strip()))
+    for p in written:
+        typer.echo(str(p))

@@ -1,0 +1,202 @@
+"""The user's training jobs as importable functions: :func:`search`, :func:`prune`, :func:`train` (a
+searched child) and :func:`train_model` (a fixed model). The CLI is a thin layer over these; tests and
+notebooks call them directly. ``evaluate`` and ``pipeline`` live in :mod:`sparseconn.engine.evaluate`
+and :mod:`sparseconn.engine.pipeline`.
+
+What each job writes into its run folder (the layout: :mod:`sparseconn.engine.rundir`):
+
+- ``search``: ``config.yaml``, ``metrics.jsonl``, ``connections.jsonl``, ``checkpoints/last.pt`` and
+  ``best.pt`` (kind ``"supernet"``) and ``summary.json``; with ``ckpt_prefix="search_"`` (a pipeline)
+  ``checkpoints/search_last.pt``, ``search_best.pt`` and ``search_summary.json``.
+- ``prune``: ``architecture.json`` (in the run folder, or ``out``).
+- ``train``: ``config.yaml``, ``architecture.json``, ``metrics.jsonl``, ``checkpoints/last.pt`` and
+  ``best.pt`` (kind ``"child"``) and ``train_summary.json``.
+- ``train_model``: as ``train``, with checkpoints of kind ``"model"``; ``architecture.json`` only for a
+  model that is a graph child, and no ``metrics.jsonl`` for a model without parameters (zero epochs).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sparseconn.architecture import Architecture
+from sparseconn.engine.config import RunConfig
+from sparseconn.engine.distributed import DistInfo
+from sparseconn.engine.loading import load_supernet, make_task
+from sparseconn.engine.rundir import check_run_membership, config_of, prepare_run_dir, read_checkpoint, run_folder_of
+from sparseconn.engine.trainer import Trainer
+from sparseconn.errors import CheckpointError, SparseconnError
+from sparseconn.fileio import atomic_write_json
+from sparseconn.models import build_model, display_name
+from sparseconn.network import build_child, build_supernet
+from sparseconn.pruning import derive
+from sparseconn.regularizers import RegContext
+from sparseconn.space import SearchSpace
+
+
+@dataclass
+class RunOptions:
+    """How a job runs: its device, whether it resumes, progress output, the DDP process group and
+    callbacks ``fn(epoch, record)`` called after every epoch."""
+
+    device: str = "cpu"
+    resume: bool = False
+    progress: bool = True
+    dist: DistInfo = DistInfo()
+    callbacks: tuple[Callable[[int, dict], None], ...] = ()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's random number generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def regularizer_context(space: SearchSpace, size: tuple[int, int]) -> RegContext:
+    """What the regularizers know of the space's connections: their order, stages and MACs at ``size``."""
+    keys = space.candidates
+    macs = space.edge_macs(size)
+    return RegContext(keys=keys, groups=torch.tensor(space.stage_groups()),
+                      costs=torch.tensor([float(macs[k]) for k in keys]))
+
+
+def refuse_model(cfg: RunConfig, job: str) -> None:
+    """A config with ``model:`` set names a fixed model: searching or retraining a child is an error."""
+    if cfg.model is not None:
+        raise SparseconnError(f"the config sets model: {cfg.model.name!r} (a fixed model), which {job} does not "
+                              "use; train it with `sparseconn train CONFIG` (no --arch), or remove `model:`")
+
+
+def search(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOptions(), ckpt_prefix: str = "",
+           prepare: bool = True) -> dict[str, Any]:
+    """Train the supernet with Eq. (2): the task loss plus the connection regularizers. Writes
+    ``{ckpt_prefix}summary.json`` and returns the summary."""
+    refuse_model(cfg, "search")
+    seed_everything(cfg.seed)
+    task = make_task(cfg, task_cfg)
+    space = SearchSpace(cfg.space)
+    net = build_supernet(space)
+    reg_ctx = regularizer_context(space, cfg.search.cost_size)
+    datasets = task.datasets(cfg.seed)
+    if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
+        prepare_run_dir(out, cfg, opts.resume, opts.dist)
+    payload = {"kind": "supernet", "config": cfg.model_dump(mode="json")}
+    trainer = Trainer(net, task, cfg.search, Path(out), "search", payload,
+                      ckpt_prefix=ckpt_prefix, device=opts.device, seed=cfg.seed, dist=opts.dist,
+                      reg_ctx=reg_ctx, threshold=cfg.prune.threshold,
+                      progress=opts.progress, callbacks=list(opts.callbacks))
+    result = trainer.fit(datasets, resume=opts.resume)
+    summary = {"stage": "search", "candidates": len(space.candidates), **result,
+               "final_connections": net.connections.snapshot()}
+    if opts.dist.is_main:
+        atomic_write_json(Path(out) / f"{ckpt_prefix}summary.json", summary)
+    return summary
+
+
+def prune(run: Path, threshold: float | None = None, redundancy: bool | None = None, which: str | None = None,
+          out: Path | None = None) -> Architecture:
+    """Derive ``architecture.json`` from a search run's connection weights (best checkpoint by default)."""
+    run = Path(run)
+    probe, probe_ckpt = read_checkpoint(run, "last", kind="supernet" if run.is_dir() else None)
+    check_run_membership(probe, probe_ckpt)
+    cfg, _ = config_of(probe_ckpt, probe)
+    path, ckpt = (probe, probe_ckpt) if not run.is_dir() else \
+        read_checkpoint(run, which or cfg.prune.checkpoint, kind="supernet")
+    if ckpt.get("kind") != "supernet" or not isinstance(ckpt.get("connections"), dict):
+        raise CheckpointError(f"{path} is not a search (supernet) checkpoint")
+    check_run_membership(path, ckpt)
+    if ckpt.get("fingerprint") != probe_ckpt.get("fingerprint"):
+        raise CheckpointError(f"checkpoint {path} was saved from another architecture than {probe}")
+    space = SearchSpace(cfg.space)
+    missing = sorted(set(space.candidates) - set(ckpt["connections"]))
+    if missing:
+        raise CheckpointError(f"{path} holds no weight for connection {missing[0]!r} of the search space")
+    arch = derive(space.graph, cfg.space, ckpt["connections"],
+                  cfg.prune.threshold if threshold is None else threshold,
+                  cfg.prune.redundancy if redundancy is None else redundancy)
+    if out is not None:
+        target = Path(out)
+    elif run.is_dir():
+        target = run / "architecture.json"
+    else:  # RUN/checkpoints/best.pt -> RUN/architecture.json; a loose checkpoint file -> beside it
+        target = (run_folder_of(run) or run.parent) / "architecture.json"
+    arch.save(target)
+    return arch
+
+
+def train(cfg: RunConfig, task_cfg: Any, arch: Architecture, out: Path, opts: RunOptions = RunOptions(),
+          inherit_from: Path | None = None, prepare: bool = True) -> dict[str, Any]:
+    """Retrain the child of ``arch`` with the task loss alone (optionally from inherited weights). Writes
+    ``train_summary.json`` and returns the summary."""
+    refuse_model(cfg, "retraining a searched child (--arch)")
+    seed_everything(cfg.seed)
+    task = make_task(cfg, task_cfg)
+    inherit = None
+    if cfg.train.inherit or inherit_from is not None:
+        if inherit_from is None:
+            raise SparseconnError("train.inherit is set but no supernet checkpoint was given to inherit from")
+        inherit = load_supernet(inherit_from, arch.space).eval()
+    net = build_child(arch, inherit=inherit)
+    datasets = task.datasets(cfg.seed)
+    if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
+        prepare_run_dir(out, cfg, opts.resume, opts.dist)
+    if opts.dist.is_main:
+        arch.save(Path(out) / "architecture.json")
+    payload = {"kind": "child", "config": cfg.model_dump(mode="json"), "architecture": arch.model_dump(mode="json"),
+               "edge_bias": inherit is not None}
+    trainer = Trainer(net, task, cfg.train, Path(out), "train", payload, device=opts.device, seed=cfg.seed,
+                      dist=opts.dist, threshold=cfg.prune.threshold, progress=opts.progress,
+                      callbacks=list(opts.callbacks))
+    result = trainer.fit(datasets, resume=opts.resume)
+    summary = {"stage": "train", "connections": len(arch.connections), **result}
+    if opts.dist.is_main:
+        atomic_write_json(Path(out) / "train_summary.json", summary)
+    return summary
+
+
+def train_model(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOptions(),
+                prepare: bool = True) -> dict[str, Any]:
+    """Train the fixed model of ``cfg.model`` with the task loss and the ``train`` settings. Writes
+    ``train_summary.json`` and returns the summary.
+
+    Checkpoints have kind ``"model"`` and hold the model config (and the architecture of a graph child,
+    which is also written to ``architecture.json``). A model without parameters (the classical
+    pipeline) trains for zero epochs: it is scored once on the validation split and its checkpoints
+    are written, so ``evaluate`` and ``infer`` work on the folder.
+    """
+    if cfg.model is None:
+        raise SparseconnError("train_model: the config sets no `model:` (a fixed model's name and params)")
+    if cfg.train.inherit:
+        raise SparseconnError(f"train.inherit is set, but model {cfg.model.name!r} is fixed, not pruned from a "
+                              "supernet: set train.inherit: false (--set train.inherit=false)")
+    seed_everything(cfg.seed)
+    task = make_task(cfg, task_cfg)
+    net = build_model(cfg.model.name, cfg.model.params, cfg.space, task)
+    arch = getattr(net, "architecture", None)
+    datasets = task.datasets(cfg.seed)
+    if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
+        prepare_run_dir(out, cfg, opts.resume, opts.dist)
+    payload: dict[str, Any] = {"kind": "model", "config": cfg.model_dump(mode="json"),
+                               "model_config": cfg.model.model_dump(mode="json"),
+                               "display_name": display_name(net, cfg.model.name)}
+    if isinstance(arch, Architecture):
+        payload["architecture"] = arch.model_dump(mode="json")
+        if opts.dist.is_main:
+            arch.save(Path(out) / "architecture.json")
+    trainer = Trainer(net, task, cfg.train, Path(out), "train", payload, device=opts.device, seed=cfg.seed,
+                      dist=opts.dist, threshold=cfg.prune.threshold, progress=opts.progress,
+                      callbacks=list(opts.callbacks))
+    result = trainer.fit(datasets, resume=opts.resume)
+    summary = {"stage": "train", "model": cfg.model.name, "connections": getattr(net, "num_connections", None),
+               **result}
+    if opts.dist.is_main:
+        atomic_write_json(Path(out) / "train_summary.json", summary)
+    return summary

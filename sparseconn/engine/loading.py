@@ -1,0 +1,108 @@
+"""Trained models rebuilt from checkpoints: a run's model of any kind (:func:`load_model`), a search's
+supernet (:func:`load_supernet`), and the task a stored run config names (:func:`make_task`).
+
+A checkpoint's ``kind`` says how its network is rebuilt: ``"supernet"`` from the stored space config,
+``"child"`` from the stored architecture, ``"model"`` (a fixed model) from its stored architecture when it
+has one, else from its builder (:mod:`sparseconn.models`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from sparseconn.architecture import Architecture
+from sparseconn.config import SpaceConfig
+from sparseconn.engine.checkpoint import load_checkpoint, load_model_state
+from sparseconn.engine.config import ModelConfig, RunConfig
+from sparseconn.engine.rundir import check_run_membership, config_of, find_checkpoint, space_difference
+from sparseconn.errors import CheckpointError
+from sparseconn.models import build_model, graph_model
+from sparseconn.network import GraphNet, build_supernet
+from sparseconn.space import SearchSpace
+from sparseconn.task import TASKS, Task
+
+
+def make_task(cfg: RunConfig, task_cfg: Any) -> Task:
+    """The task that ``cfg`` names, built with its validated ``task`` settings."""
+    return TASKS.get(cfg.task["name"])(task_cfg)
+
+
+@dataclass
+class LoadedModel:
+    """A network in eval mode with the run config it was trained under and the checkpoint it came from."""
+
+    net: nn.Module
+    cfg: RunConfig
+    task_cfg: Any
+    kind: str
+    path: Path
+    checkpoint: dict[str, Any]
+
+    def label(self, task: Task) -> str:
+        """Its row name in reports: a fixed model's own name, else the task's name for its kind."""
+        if self.kind == "model":
+            name = self.checkpoint.get("display_name")
+            return name if isinstance(name, str) and name else str(self.checkpoint["model_config"]["name"])
+        return task.display_names.get(self.kind, self.kind)
+
+
+def load_supernet(path: Path, space: SpaceConfig | None = None) -> GraphNet:
+    """The supernet of a search checkpoint; with ``space``, refuse one searched in another space."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get("kind") != "supernet":
+        raise CheckpointError(f"{path} is not a search (supernet) checkpoint")
+    cfg, _ = config_of(ckpt, path)
+    where = None if space is None else space_difference(space.model_dump(mode="json"),
+                                                         cfg.space.model_dump(mode="json"))
+    if where is not None:
+        raise CheckpointError(f"checkpoint {path} was saved from another architecture than the child's search "
+                              f"space ({where} differs)")
+    net = build_supernet(SearchSpace(cfg.space))
+    load_model_state(net, ckpt, path)
+    return net
+
+
+def _fixed_model(ckpt: dict[str, Any], cfg: RunConfig, task_cfg: Any, path: Path) -> nn.Module:
+    """The model of a ``"model"`` checkpoint: its stored architecture, else its builder again."""
+    try:
+        spec = ModelConfig.model_validate(ckpt.get("model_config"))
+        arch = Architecture.model_validate(ckpt["architecture"]) if ckpt.get("architecture") is not None else None
+    except Exception as exc:  # pydantic errors from a damaged file: report, do not crash
+        raise CheckpointError(f"{path}: stored model is invalid ({str(exc).splitlines()[0]})") from None
+    name = ckpt.get("display_name") if isinstance(ckpt.get("display_name"), str) else spec.name
+    if arch is not None:  # e.g. `architecture` with a path that has moved since: the checkpoint is enough
+        return graph_model(arch, name)
+    return build_model(spec.name, spec.params, cfg.space, make_task(cfg, task_cfg))
+
+
+def load_model(source: Path, which: str = "best") -> LoadedModel:
+    """A trained model from a run folder (its best, else last checkpoint) or a checkpoint file."""
+    source = Path(source)
+    if source.is_dir():
+        try:
+            path = find_checkpoint(source, which)
+        except CheckpointError:
+            path = find_checkpoint(source, "last")
+    else:
+        path = find_checkpoint(source)
+    ckpt = load_checkpoint(path)
+    check_run_membership(path, ckpt, source if source.is_dir() else None)
+    cfg, task_cfg = config_of(ckpt, path)
+    if ckpt.get("kind") == "child":
+        try:
+            arch = Architecture.model_validate(ckpt["architecture"])
+        except Exception as exc:  # pydantic errors from a damaged file: report, do not crash
+            raise CheckpointError(f"{path}: stored architecture is invalid ({str(exc).splitlines()[0]})") from None
+        net = GraphNet(arch.space, arch.graph(), gated=False, edge_bias=bool(ckpt.get("edge_bias")))
+    elif ckpt.get("kind") == "supernet":
+        net = build_supernet(SearchSpace(cfg.space))
+    elif ckpt.get("kind") == "model":
+        net = _fixed_model(ckpt, cfg, task_cfg, path)
+    else:
+        raise CheckpointError(f"{path}: unknown model kind {ckpt.get('kind')!r}")
+    load_model_state(net, ckpt, path)
+    return LoadedModel(net.eval(), cfg, task_cfg, ckpt["kind"], path, ckpt)
