@@ -20,6 +20,7 @@ from sparseconn.edge_rules import EDGE_RULES, EdgeRule
 from sparseconn.encoders import encoder_feature_info
 from sparseconn.errors import SpaceError
 from sparseconn.graph import NodeInfo, candidate_edges, decoder_nodes, edge_macs, make_graph, nodes_of
+from sparseconn.heads import head_channels
 from sparseconn.inputs import input_channels
 from sparseconn.registry import import_modules
 
@@ -80,7 +81,7 @@ def build_nodes(cfg: SpaceConfig) -> dict[str, NodeInfo]:
         e = nodes[enc_names[p]]
         add(name, NodeInfo("decoder", channels, e.stride, feature=e.feature, order=by_processing.index(p)))
     if cfg.head is not None:
-        add(HEAD, NodeInfo("head", cfg.head.params.get("out_channels"), None, order=0))
+        add(HEAD, NodeInfo("head", head_channels(cfg.head.name, cfg.head.params), None, order=0))
     return nodes
 
 
