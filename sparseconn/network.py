@@ -18,7 +18,7 @@ from sparseconn.config import SpaceConfig
 from sparseconn.connections import ConnectionWeights
 from sparseconn.encoders import build_encoder
 from sparseconn.errors import ArchitectureError
-from sparseconn.graph import candidate_edges, decoder_nodes, edge_key, nodes_of
+from sparseconn.graph import candidate_edges, decoder_nodes, edge_key, nodes_of, split_key
 from sparseconn.heads import build_head
 from sparseconn.inputs import build_input_op
 from sparseconn.ops import RESIZE_POLICIES, EdgeOpSpec, build_edge_op, build_fusion, build_stage_op
@@ -70,9 +70,10 @@ class GraphNet(nn.Module):
         policy = RESIZE_POLICIES.get(cfg.edges.resize)
         self.edges, self.fusions, self.stages = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
         self.inputs: dict[str, list[str]] = {}
+        ends = [split_key(k) for k in self.keys]
         for d in self.stage_order:
             c_out = graph.nodes[d]["channels"]
-            srcs = [k.split("->")[0] for k in self.keys if k.endswith(f"->{d}")]
+            srcs = [s for s, t in ends if t == d]
             self.inputs[d] = srcs
             for s in srcs:
                 spec = EdgeOpSpec(graph.nodes[s]["channels"], c_out,

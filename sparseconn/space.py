@@ -19,7 +19,7 @@ from sparseconn.config import SpaceConfig
 from sparseconn.edge_rules import EDGE_RULES, EdgeRule
 from sparseconn.encoders import encoder_feature_info
 from sparseconn.errors import SpaceError
-from sparseconn.graph import NodeInfo, candidate_edges, decoder_nodes, edge_macs, make_graph, nodes_of
+from sparseconn.graph import NodeInfo, candidate_edges, decoder_nodes, edge_macs, make_graph, nodes_of, split_key
 from sparseconn.heads import head_channels
 from sparseconn.inputs import input_channels
 from sparseconn.registry import import_modules
@@ -134,7 +134,7 @@ class SearchSpace:
     def stage_groups(self) -> list[int]:
         """For each candidate (in :attr:`candidates` order), the index of its destination stage."""
         pos = {n: i for i, n in enumerate(self.decoder_nodes)}
-        return [pos[k.split("->")[1]] for k in self.candidates]
+        return [pos[split_key(k)[1]] for k in self.candidates]
 
     def __repr__(self) -> str:
         return (f"SearchSpace({len(self.encoder_nodes)} encoder, {len(self.ground_nodes)} ground, "
