@@ -16,12 +16,13 @@ from torch.utils.checkpoint import checkpoint
 
 from sparseconn.config import SpaceConfig
 from sparseconn.connections import ConnectionWeights
+from sparseconn.contracts import PluginError
 from sparseconn.encoders import build_encoder
 from sparseconn.errors import ArchitectureError
 from sparseconn.graph import candidate_edges, decoder_nodes, edge_key, nodes_of, split_key
 from sparseconn.heads import build_head
 from sparseconn.inputs import build_input_op
-from sparseconn.ops import RESIZE_POLICIES, EdgeOpSpec, build_edge_op, build_fusion, build_stage_op
+from sparseconn.ops import EDGE_ORDERS, RESIZE_POLICIES, EdgeOpSpec, build_edge_op, build_fusion, build_stage_op
 
 if TYPE_CHECKING:
     from sparseconn.architecture import Architecture
@@ -76,10 +77,12 @@ class GraphNet(nn.Module):
             srcs = [s for s, t in ends if t == d]
             self.inputs[d] = srcs
             for s in srcs:
-                spec = EdgeOpSpec(graph.nodes[s]["channels"], c_out,
-                                  order=policy(graph.nodes[s]["stride"], graph.nodes[d]["stride"]),
-                                  config=cfg.edges, norm=gated and cfg.edges.norm, bias=edge_bias,
-                                  key=edge_key(s, d))
+                order = policy(graph.nodes[s]["stride"], graph.nodes[d]["stride"])
+                if order not in EDGE_ORDERS:
+                    raise PluginError(f"resize policy {cfg.edges.resize!r} gave {order!r} for {edge_key(s, d)}; "
+                                      f"expected one of {', '.join(map(repr, EDGE_ORDERS))}")
+                spec = EdgeOpSpec(graph.nodes[s]["channels"], c_out, order, config=cfg.edges,
+                                  norm=gated and cfg.edges.norm, bias=edge_bias, key=edge_key(s, d))
                 self.edges[spec.key] = build_edge_op(cfg.edges.op, spec)
             self.fusions[d] = build_fusion(cfg.decoder.fusion, len(srcs), c_out)
             self.stages[d] = build_stage_op(cfg.decoder.stage_op, c_out, kernel=cfg.decoder.stage_kernel)

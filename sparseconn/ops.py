@@ -161,15 +161,18 @@ class EdgeOp(nn.Module):
             raise ArchitectureError(f"{me} cannot fold a connection weight into its weights: set output_layer "
                                     "to its last conv, or implement fold_from(other, weight)")
         mine, theirs = self.state_dict(), other.state_dict()
-        extra = sorted(set(theirs) - set(mine))
+        extra = [k for k in theirs if k not in mine]
         if extra:
             raise ArchitectureError(f"{me}: the supernet edge has {extra[0]!r}, which the child edge lacks (a "
                                     "per-edge norm?): implement fold_from(other, weight) to fold it")
-        missing = sorted(set(mine) - set(theirs) - {f"{out}.bias"})
+        missing = [k for k in mine if k not in theirs and k != f"{out}.bias"]
         if missing:
             raise ArchitectureError(f"{me}: the child edge has {missing[0]!r}, which the supernet edge lacks: "
                                     "implement fold_from(other, weight)")
-        layer = self.get_submodule(out)
+        try:
+            layer = self.get_submodule(out)
+        except AttributeError:
+            raise ArchitectureError(f"{me}: output_layer {out!r} is not one of its submodules") from None
         if not isinstance(getattr(layer, "weight", None), torch.Tensor):
             raise ArchitectureError(f"{me}: output_layer {out!r} is a {type(layer).__name__} without a weight; "
                                     "expected a conv")
@@ -386,7 +389,9 @@ class Fusion(nn.Module):
     - ``fuse(xs)``: ``n_inputs`` tensors ``(B, channels, h, w)`` -> ``(B, channels, h, w)``.
     - ``forward(xs, w=None)`` (given): in the supernet, scales input ``i`` by its connection weight
       ``w[i]``, then fuses. A child passes ``w=None``: its weights are folded into its edges, which is
-      exact because the weights only scale the inputs.
+      exact because the weights only scale the inputs. A child fuses its kept inputs only, so it equals
+      the supernet with the pruned weights at zero when a zero input adds nothing to ``fuse`` (a sum
+      does; a mean, which would divide by fewer inputs, does not).
     - ``inherit(other, kept)`` (needed when the fusion has parameters or buffers): copy the part of the
       supernet's fusion ``other`` that serves the kept inputs, ``kept`` being their positions among
       ``other``'s inputs. The default copies nothing, which is right only for parameter-free fusions;
