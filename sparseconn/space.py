@@ -28,7 +28,9 @@ HEAD = "H"
 
 
 def build_nodes(cfg: SpaceConfig) -> dict[str, NodeInfo]:
-    """Encoder, ground, decoder and head nodes with channels and strides, from the config alone."""
+    """Encoder, ground, decoder and head nodes with channels and strides, from the config and what the named
+    plug-ins declare (the encoder's ``feature_info``, the input op's ``channels``, the head's
+    ``output_channels``); no module is built."""
     b = cfg.index_base
     enc_in = input_channels(cfg.input.name, cfg.in_channels, cfg.input.params)
     info = encoder_feature_info(cfg.encoder.name, enc_in, **cfg.encoder.params)

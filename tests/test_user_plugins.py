@@ -18,7 +18,7 @@ import torch
 from sparseconn.architecture import Architecture
 from sparseconn.engine.runs import load_model
 from sparseconn.network import build_child
-from tests.clitools import ok
+from tests.clitools import cli, ok, one_line_error
 from tests.toy_task import TOY_YAML
 from tests.user_plugins import DepthwiseSeparable, GateSum
 
@@ -94,3 +94,49 @@ def test_export_matches_the_eager_child(runs, fmt):
         session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
         (got,) = session.run(None, {"input": x.numpy()})
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_plugin_off_the_contract_is_one_line_on_the_cli(tmp_path, monkeypatch):
+    """An old-style fusion (a plain nn.Module) is refused when its module registers it."""
+    (tmp_path / "old_style_fusion.py").write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "from sparseconn.ops import register_fusion\n"
+        "@register_fusion('old_max')\n"
+        "class OldMax(nn.Module):\n"
+        "    def __init__(self, n, c):\n"
+        "        super().__init__()\n"
+        "    def forward(self, xs, w=None):\n"
+        "        return torch.stack(xs).amax(0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "old.yaml"
+    config.write_text(TOY_YAML.replace("plugins: [tests.toy_task]", "plugins: [tests.toy_task, old_style_fusion]"))
+    result = cli("search", config, "--fast-dev-run", "--out", tmp_path / "R", "--device", "cpu", "--quiet")
+    one_line_error(result, "fusion 'old_max'", "OldMax", "sparseconn.ops.Fusion")
+    assert not (tmp_path / "R").exists()
+
+
+def test_train_inherit_names_a_fusion_that_cannot_inherit(tmp_path, monkeypatch):
+    """A fusion with parameters but no inherit() searches fine; train.inherit then stops with one line naming it."""
+    (tmp_path / "no_inherit_fusion.py").write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "from sparseconn.ops import FUSIONS, WeightedSum, register_fusion\n"
+        "class Scaled(WeightedSum):\n"
+        "    def __init__(self, n, c):\n"
+        "        super().__init__(n, c)\n"
+        "        self.scale = nn.Parameter(torch.ones(c))\n"
+        "    def fuse(self, xs):\n"
+        "        return super().fuse(xs) * self.scale.view(1, -1, 1, 1)\n"
+        "if 'scaled_no_inherit' not in FUSIONS:\n"
+        "    register_fusion('scaled_no_inherit')(Scaled)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "scaled.yaml"
+    config.write_text(USER_YAML.replace("tests.user_plugins]", "tests.user_plugins, no_inherit_fusion]")
+                      .replace("fusion: gate_sum", "fusion: scaled_no_inherit"))
+    ok("search", config, "--fast-dev-run", "--out", tmp_path / "R", "--device", "cpu", "--quiet")
+    ok("prune", tmp_path / "R")
+    result = cli("train", config, "--arch", tmp_path / "R" / "architecture.json", "--out", tmp_path / "T",
+                 "--fast-dev-run", "--device", "cpu", "--quiet")
+    one_line_error(result, "fusion 'scaled_no_inherit' (Scaled)", "'scale'", "inherit(other, kept)")
+    assert not (tmp_path / "T").exists()
