@@ -44,7 +44,7 @@ class CheckedRegistry(Registry[T]):
 
         def add(item: T) -> T:
             self._check(name, item)
-            return super(CheckedRegistry, self).register(name, item)
+            return Registry.register(self, name, item)
 
         if obj is not None:
             return add(obj)
