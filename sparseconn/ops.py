@@ -239,12 +239,13 @@ def folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, weight: float = 1.0)
     return out
 
 
-def _legacy_spec(in_channels: int, out_channels: int | None, *, order: str, kernel: int = 3, norm: bool = True,
-                 norm_before_resize: bool = False, preact: str | None = None, align_corners: bool = False,
-                 bias: bool = False) -> EdgeOpSpec:
+def _legacy_spec(in_channels: int, out_channels: int | None, *, order: str | None = None, kernel: int = 3,
+                 norm: bool = True, norm_before_resize: bool = False, preact: str | None = None,
+                 align_corners: bool = False, bias: bool = False) -> EdgeOpSpec:
     """The :class:`EdgeOpSpec` of ``ResizeConv``'s keyword form (before edge ops took one spec)."""
-    if out_channels is None:
-        raise SparseconnError("ResizeConv takes one EdgeOpSpec, or in_channels, out_channels and order=")
+    if out_channels is None or order is None:
+        raise SparseconnError(f"ResizeConv takes one EdgeOpSpec, or in_channels, out_channels and order=; got "
+                              f"in_channels={in_channels!r}, out_channels={out_channels!r}, order={order!r}")
     cfg = EdgeConfig(kernel=kernel, norm=norm, norm_before_resize=norm_before_resize, preact=preact,
                      align_corners=align_corners)
     return EdgeOpSpec(in_channels, out_channels, order, cfg, norm=norm, bias=bias)

@@ -172,6 +172,9 @@ def test_resize_conv_keeps_its_keyword_form_and_its_state_dict_keys():
     assert old.conv.kernel_size == (1, 1) and old.order == new.order == "conv_first"
     with pytest.raises(SparseconnError, match="order must be"):
         ResizeConv(4, 6, order="up")
+    with pytest.raises(SparseconnError) as exc:
+        ResizeConv(4, 6)
+    one_line(exc, "EdgeOpSpec", "order=None")
 
 
 @pytest.mark.parametrize("op, fusion", [("dwsep", "weighted_sum"), ("dwsep", "gate_sum"), ("norm_free", "concat")])
