@@ -16,12 +16,13 @@ from torch.utils.checkpoint import checkpoint
 
 from sparseconn.config import SpaceConfig
 from sparseconn.connections import ConnectionWeights
+from sparseconn.contracts import PluginError
 from sparseconn.encoders import build_encoder
 from sparseconn.errors import ArchitectureError
-from sparseconn.graph import candidate_edges, decoder_nodes, edge_key, nodes_of
-from sparseconn.heads import HEADS
+from sparseconn.graph import candidate_edges, decoder_nodes, edge_key, nodes_of, split_key
+from sparseconn.heads import build_head
 from sparseconn.inputs import build_input_op
-from sparseconn.ops import EDGE_OPS, FUSIONS, RESIZE_POLICIES, STAGE_OPS
+from sparseconn.ops import EDGE_ORDERS, RESIZE_POLICIES, EdgeOpSpec, build_edge_op, build_fusion, build_stage_op
 
 if TYPE_CHECKING:
     from sparseconn.architecture import Architecture
@@ -31,11 +32,16 @@ if TYPE_CHECKING:
 class GraphNet(nn.Module):
     """Encoder -> ground pools -> decoder stages (in graph order) -> optional head.
 
+    Each connection is an edge op (:class:`~sparseconn.ops.EdgeOp`, built from an
+    :class:`~sparseconn.ops.EdgeOpSpec`), each decoder stage a fusion of its inputs
+    (:class:`~sparseconn.ops.Fusion`) followed by a stage op (:class:`~sparseconn.ops.StageOp`), and the
+    output stage feeds the head (:class:`~sparseconn.heads.Head`), all chosen by name in ``cfg``.
+
     Args:
         cfg: the space config (encoder, ops, head).
         graph: the candidate graph (supernet) or the pruned graph (child).
-        gated: supernet mode: one learnable weight per candidate and per-edge BN (if configured).
-        edge_bias: give edge convs a bias (a child that inherits folded BN needs it).
+        gated: supernet mode: one learnable weight per candidate and per-edge norm (``edges.norm``).
+        edge_bias: build edges with ``EdgeOpSpec.bias`` (a child that inherits folded weights needs it).
     """
 
     def __init__(self, cfg: SpaceConfig, graph: nx.DiGraph, *, gated: bool, edge_bias: bool = False) -> None:
@@ -63,31 +69,29 @@ class GraphNet(nn.Module):
         self.keys = candidate_edges(graph)
         index = {k: i for i, k in enumerate(self.keys)}
         policy = RESIZE_POLICIES.get(cfg.edges.resize)
-        edge_cls = EDGE_OPS.get(cfg.edges.op)
-        fusion_cls = FUSIONS.get(cfg.decoder.fusion)
-        stage_fn = STAGE_OPS.get(cfg.decoder.stage_op)
         self.edges, self.fusions, self.stages = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
         self.inputs: dict[str, list[str]] = {}
+        ends = [split_key(k) for k in self.keys]
         for d in self.stage_order:
             c_out = graph.nodes[d]["channels"]
-            srcs = [k.split("->")[0] for k in self.keys if k.endswith(f"->{d}")]
+            srcs = [s for s, t in ends if t == d]
             self.inputs[d] = srcs
             for s in srcs:
-                self.edges[edge_key(s, d)] = edge_cls(
-                    graph.nodes[s]["channels"], c_out,
-                    order=policy(graph.nodes[s]["stride"], graph.nodes[d]["stride"]),
-                    kernel=cfg.edges.kernel, norm=gated and cfg.edges.norm,
-                    norm_before_resize=cfg.edges.norm_before_resize, preact=cfg.edges.preact,
-                    align_corners=cfg.edges.align_corners, bias=edge_bias,
-                )
-            self.fusions[d] = fusion_cls(len(srcs), c_out)
-            self.stages[d] = stage_fn(c_out, kernel=cfg.decoder.stage_kernel)
+                order = policy(graph.nodes[s]["stride"], graph.nodes[d]["stride"])
+                if order not in EDGE_ORDERS:
+                    raise PluginError(f"resize policy {cfg.edges.resize!r} gave {order!r} for {edge_key(s, d)}; "
+                                      f"expected one of {', '.join(map(repr, EDGE_ORDERS))}")
+                spec = EdgeOpSpec(graph.nodes[s]["channels"], c_out, order, config=cfg.edges,
+                                  norm=gated and cfg.edges.norm, bias=edge_bias, key=edge_key(s, d))
+                self.edges[spec.key] = build_edge_op(cfg.edges.op, spec)
+            self.fusions[d] = build_fusion(cfg.decoder.fusion, len(srcs), c_out)
+            self.stages[d] = build_stage_op(cfg.decoder.stage_op, c_out, kernel=cfg.decoder.stage_kernel)
             # Positions of this stage's weights in the connection vector.
             self.register_buffer(f"_idx_{d}", torch.tensor([index[edge_key(s, d)] for s in srcs]),
                                  persistent=False)
         self.head = None
         if cfg.head is not None:
-            self.head = HEADS.get(cfg.head.name)(graph.nodes[self.output]["channels"], **cfg.head.params)
+            self.head = build_head(cfg.head.name, graph.nodes[self.output]["channels"], cfg.head.params)
         self.connections = ConnectionWeights(self.keys, cfg.connections) if gated else None
 
     # -- parameter groups (DARTS' arch_parameters / weight split) ----------------------------------
@@ -168,7 +172,11 @@ def build_child(arch: Architecture, inherit: GraphNet | None = None) -> GraphNet
 
 @torch.no_grad()
 def inherit_weights(child: GraphNet, supernet: GraphNet) -> None:
-    """Copy encoder, stage, fusion and head weights and fold the kept edges (see :func:`build_child`)."""
+    """Copy encoder, stage, fusion and head weights and fold the kept edges (see :func:`build_child`).
+
+    Calls each fusion's :meth:`~sparseconn.ops.Fusion.inherit` with the positions of the kept inputs and
+    each kept edge's :meth:`~sparseconn.ops.EdgeOp.fold_from` with its connection weight.
+    """
     if supernet.connections is None:
         raise ArchitectureError("weights can only be inherited from a supernet (a gated GraphNet)")
     missing = [k for k in child.keys if k not in supernet.edges]

@@ -19,7 +19,8 @@ from sparseconn.config import SpaceConfig
 from sparseconn.edge_rules import EDGE_RULES, EdgeRule
 from sparseconn.encoders import encoder_feature_info
 from sparseconn.errors import SpaceError
-from sparseconn.graph import NodeInfo, candidate_edges, decoder_nodes, edge_macs, make_graph, nodes_of
+from sparseconn.graph import NodeInfo, candidate_edges, decoder_nodes, edge_macs, make_graph, nodes_of, split_key
+from sparseconn.heads import head_channels
 from sparseconn.inputs import input_channels
 from sparseconn.registry import import_modules
 
@@ -27,7 +28,9 @@ HEAD = "H"
 
 
 def build_nodes(cfg: SpaceConfig) -> dict[str, NodeInfo]:
-    """Encoder, ground, decoder and head nodes with channels and strides, from the config alone."""
+    """Encoder, ground, decoder and head nodes with channels and strides, from the config and what the named
+    plug-ins declare (the encoder's ``feature_info``, the input op's ``channels``, the head's
+    ``output_channels``); no module is built."""
     b = cfg.index_base
     enc_in = input_channels(cfg.input.name, cfg.in_channels, cfg.input.params)
     info = encoder_feature_info(cfg.encoder.name, enc_in, **cfg.encoder.params)
@@ -80,7 +83,7 @@ def build_nodes(cfg: SpaceConfig) -> dict[str, NodeInfo]:
         e = nodes[enc_names[p]]
         add(name, NodeInfo("decoder", channels, e.stride, feature=e.feature, order=by_processing.index(p)))
     if cfg.head is not None:
-        add(HEAD, NodeInfo("head", cfg.head.params.get("out_channels"), None, order=0))
+        add(HEAD, NodeInfo("head", head_channels(cfg.head.name, cfg.head.params), None, order=0))
     return nodes
 
 
@@ -133,7 +136,7 @@ class SearchSpace:
     def stage_groups(self) -> list[int]:
         """For each candidate (in :attr:`candidates` order), the index of its destination stage."""
         pos = {n: i for i, n in enumerate(self.decoder_nodes)}
-        return [pos[k.split("->")[1]] for k in self.candidates]
+        return [pos[split_key(k)[1]] for k in self.candidates]
 
     def __repr__(self) -> str:
         return (f"SearchSpace({len(self.encoder_nodes)} encoder, {len(self.ground_nodes)} ground, "

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from sparseconn.heads import HEADS, register_head
+from sparseconn.heads import HEADS, Head, register_head
 from sparseconn.task import TASKS, Task, TaskConfig, register_task
 
 
@@ -38,9 +38,9 @@ class ToyData(Dataset):
 
 if "toy_head" not in HEADS:
     @register_head("toy_head")
-    class ToyHead(nn.Module):
+    class ToyHead(Head):
         def __init__(self, in_channels: int, out_channels: int = 1) -> None:
-            super().__init__()
+            super().__init__(in_channels, out_channels)
             self.conv = nn.Conv2d(in_channels, out_channels, 1)
 
         def forward(self, x: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:

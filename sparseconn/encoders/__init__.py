@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from sparseconn.contracts import PluginError
 from sparseconn.encoders.base import ENCODERS, Encoder, FeatureInfo, register_encoder
 from sparseconn.encoders.mobilenetv2 import MobileNetV2, load_pretrained
 from sparseconn.encoders.tiny import TinyEncoder
@@ -47,10 +48,18 @@ def _check_params(name: str, cls: type[Encoder], params: dict[str, Any]) -> None
 
 
 def build_encoder(name: str, in_channels: int, **params: Any) -> Encoder:
-    """Build the encoder registered as ``name`` (unknown names list the registered ones)."""
+    """Build the encoder registered as ``name`` (unknown names list the registered ones); checks that its
+    ``out_channels`` and ``strides`` are what its ``feature_info`` says."""
     cls = ENCODERS.get(name)
     _check_params(name, cls, params)
-    return cls(in_channels=in_channels, **params)
+    encoder = cls(in_channels=in_channels, **params)
+    info = cls.feature_info(in_channels, **params)
+    channels, strides = [f.channels for f in info], [f.stride for f in info]
+    built = (list(getattr(encoder, "out_channels", [])), list(getattr(encoder, "strides", [])))
+    if built != (channels, strides):
+        raise PluginError(f"{ENCODERS.describe(cls)} was built with channels {built[0]} and strides {built[1]}, "
+                          f"but its feature_info gives {channels} and {strides}")
+    return encoder
 
 
 def encoder_feature_info(name: str, in_channels: int, **params: Any) -> list[FeatureInfo]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from sparseconn.registry import Registry, make_register
+from sparseconn.contracts import CheckedRegistry, check_method, check_subclass
+from sparseconn.registry import make_register
 
 
 @dataclass(frozen=True)
@@ -25,11 +28,18 @@ class Encoder(nn.Module):
       *without building any tensor*, so a search space can be checked before the network exists.
     - ``forward(x, upto=None)`` returns the features fine to coarse, ``features[0..upto]``; a child
       network that uses only shallow features stops early.
-    - ``out_channels`` / ``strides`` mirror ``feature_info`` on the built module.
+    - ``out_channels`` / ``strides`` mirror ``feature_info`` on the built module: pass the features to
+      ``super().__init__(features)`` (or set both lists); :func:`~sparseconn.encoders.build_encoder`
+      checks that they agree with ``feature_info``.
     """
 
     out_channels: list[int]
     strides: list[int]
+
+    def __init__(self, features: Sequence[FeatureInfo] = ()) -> None:
+        super().__init__()
+        self.out_channels = [f.channels for f in features]
+        self.strides = [f.stride for f in features]
 
     @classmethod
     def feature_info(cls, in_channels: int, **params) -> list[FeatureInfo]:
@@ -39,5 +49,11 @@ class Encoder(nn.Module):
         raise NotImplementedError  # abstract
 
 
-ENCODERS: Registry[type[Encoder]] = Registry("encoder")
+def _check_encoder(name: str, obj: Any) -> None:
+    check_subclass("encoder", name, obj, Encoder, "Encoder(in_channels, **params)")
+    check_method("encoder", name, obj, Encoder, "feature_info", "the classmethod feature_info(in_channels, **params)")
+    check_method("encoder", name, obj, Encoder, "forward", "forward(x, upto=None)")
+
+
+ENCODERS: CheckedRegistry[type[Encoder]] = CheckedRegistry("encoder", _check_encoder)
 register_encoder = make_register(ENCODERS)

@@ -30,7 +30,10 @@ INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
+DEFAULT_WIDTH = 1.0
+"""Width multiplier when the config gives none (torchvision's ``mobilenet_v2()``)."""
 _STEM_CHANNELS = 32
+_STEM_STRIDE = 2
 _LAST_CHANNELS = 1280
 _FIRST_CONV_KEY = "features.0.0.weight"
 
@@ -106,8 +109,8 @@ def _plan(width: float) -> tuple[int, list[tuple[int, int, int, int]], int, list
         raise SparseconnError(f"mobilenet_v2 width must be a positive number, got {width!r}")
     stem = _make_divisible(_STEM_CHANNELS * width)
     blocks: list[tuple[int, int, int, int]] = []
-    taps, strides = [0], [2]  # feature 0 = the stride-2 stem conv at features.0
-    ch, stride = stem, 2
+    taps, strides = [0], [_STEM_STRIDE]  # feature 0 = the stem conv at features.0
+    ch, stride = stem, _STEM_STRIDE
     for t, c, n, s in INVERTED_RESIDUAL_SETTING:
         out = _make_divisible(c * width)
         for i in range(n):
@@ -134,17 +137,14 @@ class MobileNetV2(Encoder):
         feats = enc(torch.randn(2, 1, 256, 256), upto=3)  # 4 features, strides 2, 2, 4, 8
     """
 
-    def __init__(self, in_channels: int = 3, width: float = 1.0, pretrained: str | None = None) -> None:
-        super().__init__()
-        in_channels = check_in_channels(in_channels, "mobilenet_v2")
-        stem, blocks, last, taps, strides = _plan(width)
-        layers: list[nn.Module] = [ConvBNReLU6(in_channels, stem, stride=2)]
+    def __init__(self, in_channels: int = 3, width: float = DEFAULT_WIDTH, pretrained: str | None = None) -> None:
+        super().__init__(type(self).feature_info(in_channels, width))  # checks both
+        stem, blocks, last, taps, _ = _plan(width)
+        layers: list[nn.Module] = [ConvBNReLU6(in_channels, stem, stride=_STEM_STRIDE)]
         layers += [InvertedResidual(i, o, s, t) for i, o, s, t in blocks]
         layers.append(ConvBNReLU6(blocks[-1][1], last, kernel_size=1))
         self.features = nn.Sequential(*layers)
         self.taps = taps
-        self.out_channels = [info.channels for info in self.feature_info(in_channels, width)]
-        self.strides = strides
         self.in_channels = in_channels
         self._init_weights()
         if pretrained is not None:
@@ -157,7 +157,7 @@ class MobileNetV2(Encoder):
 
     @classmethod
     def feature_info(
-        cls, in_channels: int, width: float = 1.0, pretrained: str | None = None
+        cls, in_channels: int, width: float = DEFAULT_WIDTH, pretrained: str | None = None
     ) -> list[FeatureInfo]:
         check_in_channels(in_channels, "mobilenet_v2")  # the input only feeds the stem conv
         stem, blocks, last, taps, strides = _plan(width)

@@ -11,6 +11,10 @@ from sparseconn.encoders.base import Encoder, FeatureInfo, register_encoder
 from sparseconn.encoders.mobilenetv2 import ConvBNReLU6, check_in_channels, check_upto
 from sparseconn.errors import SparseconnError
 
+DEFAULT_CHANNELS = (8, 8)
+DEFAULT_STRIDES = (2, 4)
+"""The features of ``tiny`` when its config gives none: two stages of 8 channels at strides 2 and 4."""
+
 
 def _stage_ratios(channels: Sequence[int], strides: Sequence[int]) -> list[int]:
     """Validate the spec; return each stage's own stride (previous stride → this one)."""
@@ -43,23 +47,20 @@ class TinyEncoder(Encoder):
     """
 
     def __init__(
-        self, in_channels: int = 1, channels: Sequence[int] = (8, 8), strides: Sequence[int] = (2, 4)
+        self, in_channels: int = 1, channels: Sequence[int] = DEFAULT_CHANNELS, strides: Sequence[int] = DEFAULT_STRIDES
     ) -> None:
-        super().__init__()
-        in_channels = check_in_channels(in_channels, "tiny encoder")
-        ratios = _stage_ratios(channels, strides)
-        chans = [in_channels, *channels]
+        super().__init__(type(self).feature_info(in_channels, channels, strides))  # checks the spec
+        ratios = _stage_ratios(self.out_channels, self.strides)
+        chans = [in_channels, *self.out_channels]
         # A 3×3 kernel with a stride above 3 skips pixels; fine for a test model.
         self.stages = nn.ModuleList(
             ConvBNReLU6(chans[k], chans[k + 1], stride=r) for k, r in enumerate(ratios)
         )
-        self.out_channels = list(channels)
-        self.strides = list(strides)
         self.in_channels = in_channels
 
     @classmethod
     def feature_info(
-        cls, in_channels: int, channels: Sequence[int] = (8, 8), strides: Sequence[int] = (2, 4)
+        cls, in_channels: int, channels: Sequence[int] = DEFAULT_CHANNELS, strides: Sequence[int] = DEFAULT_STRIDES
     ) -> list[FeatureInfo]:
         check_in_channels(in_channels, "tiny encoder")
         _stage_ratios(channels, strides)

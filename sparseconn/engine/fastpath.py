@@ -63,8 +63,10 @@ def fold_batchnorm(net: nn.Module) -> tuple[nn.Module, int]:
     """An eval-mode copy of ``net`` with each BatchNorm folded into the conv before it, and the count.
 
     Folds ``Conv2d → BatchNorm2d`` pairs that follow each other in an ``nn.Sequential`` (encoders,
-    stage ops, U-Net blocks) and calls ``fold_norm_()`` on modules that own a BN elsewhere (a supernet
-    edge whose BN follows a resize). Exact up to float rounding: in eval mode BN is a per-channel affine map.
+    stage ops, U-Net blocks) and calls ``fold_norm_()`` on modules that own a BN elsewhere: every edge op
+    has it (:meth:`sparseconn.ops.EdgeOp.fold_norm_`, e.g. a supernet edge whose BN follows a resize), and
+    any other module may define it (it returns True when it folded something). Exact up to float
+    rounding: in eval mode BN is a per-channel affine map.
     """
     net = copy.deepcopy(net).eval()
     folded = 0

@@ -6,15 +6,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparseconn.heads import register_head
+from sparseconn.heads import Head, register_head
 
 
 @register_head("segmentation")
-class SegmentationHead(nn.Module):
+class SegmentationHead(Head):
     """(B, C, h, w) -> (B, num_classes, H, W) logits."""
 
+    channels_param = "num_classes"
+
     def __init__(self, in_channels: int, num_classes: int = 21, align_corners: bool = True) -> None:
-        super().__init__()
+        super().__init__(in_channels, num_classes)
         self.conv = nn.Conv2d(in_channels, num_classes, 1)
         self.align_corners = align_corners
 
