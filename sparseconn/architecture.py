@@ -12,21 +12,18 @@ from pathlib import Path
 from typing import Literal
 
 import networkx as nx
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import ValidationError, model_validator
 
 from sparseconn.config import SpaceConfig, format_validation_error
 from sparseconn.errors import ArchitectureError, SpaceError
 from sparseconn.fileio import atomic_write_json
 from sparseconn.graph import check_graph, edge_key
+from sparseconn.schema import StrictModel
 
 FORMAT_VERSION = 1
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class NodeSpec(_Strict):
+class NodeSpec(StrictModel):
     name: str
     kind: Literal["encoder", "ground", "decoder", "head"]
     channels: int | None
@@ -36,7 +33,7 @@ class NodeSpec(_Strict):
     order: int = 0
 
 
-class EdgeSpec(_Strict):
+class EdgeSpec(StrictModel):
     src: str
     dst: str
     candidate: bool = True
@@ -48,7 +45,7 @@ class EdgeSpec(_Strict):
         return edge_key(self.src, self.dst)
 
 
-class Architecture(_Strict):
+class Architecture(StrictModel):
     format_version: int = FORMAT_VERSION
     space: SpaceConfig
     nodes: list[NodeSpec]
