@@ -2,6 +2,8 @@
 
 Every result, checkpoint, picture and report goes through these helpers: the data is written to a
 temporary file in the destination folder and then renamed over the target, which is atomic on POSIX.
+JSON-lines logs are appended a line at a time instead (:func:`append_jsonl`); a reader skips a torn
+last line.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The task contract: what a task adds to the core (data, loss, metrics, I/O, baselines).
 
-A task is one small class registered by name; its ``Config`` (a pydantic model) validates the
-``task:`` section of a run config. Batches are dicts with at least ``input`` (B, C, H, W) and
-``target``; ``name`` (list of str) is optional.
+A task is one small class registered by name; its ``Config`` (a :class:`TaskConfig` subclass: a strict
+pydantic model) validates the ``task:`` section of a run config. Batches are dicts with at least
+``input`` (B, C, H, W) and ``target``; ``name`` (list of str) is optional.
 
 Example::
 

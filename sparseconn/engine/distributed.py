@@ -37,8 +37,8 @@ class DistInfo:
 def init_distributed(device: str) -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); a no-op otherwise.
 
-    A group started here is destroyed at the end of the process (normal exit, an error or Ctrl-C), so
-    a run never leaves it to the interpreter's teardown; a group the caller started is left alone."""
+    A group started here is destroyed when the process exits, after a normal end, an error or Ctrl-C
+    alike; a group the caller started is left to the caller."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
