@@ -9,34 +9,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import networkx as nx
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import SerializerFunctionWrapHandler, ValidationError, model_serializer, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from sparseconn.config import SpaceConfig, format_validation_error
-from sparseconn.errors import ArchitectureError, SpaceError
+from sparseconn.errors import ArchitectureError, GraphError
 from sparseconn.fileio import atomic_write_json
-from sparseconn.graph import check_graph, edge_key
+from sparseconn.graph import NodeInfo, check_graph, edge_key
+from sparseconn.schema import StrictModel
 
 FORMAT_VERSION = 1
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@pydantic_dataclass(frozen=True, kw_only=True, config=StrictModel.model_config)
+class NodeSpec(NodeInfo):
+    """A node of ``architecture.json``: its ``name`` and the :class:`~sparseconn.graph.NodeInfo` fields
+    (the one node schema), written name first."""
 
-
-class NodeSpec(_Strict):
     name: str
-    kind: Literal["encoder", "ground", "decoder", "head"]
-    channels: int | None
-    stride: int | None = None
-    size: int | None = None
-    feature: int | None = None
-    order: int = 0
+
+    @model_serializer(mode="wrap")
+    def _name_first(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        return {"name": data.pop("name"), **data}
 
 
-class EdgeSpec(_Strict):
+class EdgeSpec(StrictModel):
     src: str
     dst: str
     candidate: bool = True
@@ -48,7 +49,7 @@ class EdgeSpec(_Strict):
         return edge_key(self.src, self.dst)
 
 
-class Architecture(_Strict):
+class Architecture(StrictModel):
     format_version: int = FORMAT_VERSION
     space: SpaceConfig
     nodes: list[NodeSpec]
@@ -76,12 +77,12 @@ class Architecture(_Strict):
         """The child graph, with the attributes of :mod:`sparseconn.graph`."""
         g = nx.DiGraph(output=self.output)
         for n in self.nodes:
-            g.add_node(n.name, **n.model_dump(exclude={"name"}))
+            g.add_node(n.name, **n.attrs())
         for e in self.edges:
             g.add_edge(e.src, e.dst, candidate=e.candidate, weight=e.weight)
         try:
             check_graph(g)
-        except SpaceError as exc:
+        except GraphError as exc:
             raise ArchitectureError(f"architecture graph is invalid: {exc}") from None
         return g
 

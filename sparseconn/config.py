@@ -11,16 +11,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from sparseconn.errors import ConfigError
+from sparseconn.schema import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class EncoderConfig(_Strict):
+class EncoderConfig(StrictModel):
     name: str = "mobilenet_v2"
     """Encoder registry name (``sparseconn.encoders.ENCODERS``)."""
     params: dict[str, Any] = Field(default_factory=dict)
@@ -30,7 +27,7 @@ class EncoderConfig(_Strict):
     ``None`` uses every feature fine to coarse. SparseMask names its features deepest first."""
 
 
-class GroundConfig(_Strict):
+class GroundConfig(StrictModel):
     name: str = "G"
     """Node name of this ground feature."""
     source: int = -1
@@ -39,7 +36,7 @@ class GroundConfig(_Strict):
     """Pooled spatial size (``size x size``): 3 in the paper, 1 (global) in SparseMask."""
 
 
-class DepthConfig(_Strict):
+class DepthConfig(StrictModel):
     """Channels of decoder stage l (l = 1 for the finest stage)."""
 
     rule: Literal["linear", "constant", "exponential", "list"] = "linear"
@@ -68,7 +65,7 @@ class DepthConfig(_Strict):
         return self
 
 
-class DecoderConfig(_Strict):
+class DecoderConfig(StrictModel):
     stages: list[int] | None = None
     """Encoder nodes (positions in the encoder node list, 0-based) that get an aligned decoder stage
     with the same resolution. ``None``: one stage per encoder node."""
@@ -82,7 +79,7 @@ class DecoderConfig(_Strict):
     """Decoder stage that feeds the head; default: the stage computed last (the finest)."""
 
 
-class EdgeConfig(_Strict):
+class EdgeConfig(StrictModel):
     rule: str = "dense"
     """Edge-rule registry name: ``dense`` (the paper) or ``sparsemask``."""
     op: str = "resize_conv"
@@ -100,7 +97,7 @@ class EdgeConfig(_Strict):
     align_corners: bool = False
 
 
-class ConnectionConfig(_Strict):
+class ConnectionConfig(StrictModel):
     param: str = "clamp"
     """Weight parameterisation registry name: ``clamp``, ``clamp_noise`` or ``sigmoid``."""
     init: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -111,13 +108,13 @@ class ConnectionConfig(_Strict):
     """``clamp_noise`` only: keep the noise in eval mode, as SparseMask's code does."""
 
 
-class HeadConfig(_Strict):
+class HeadConfig(StrictModel):
     name: str
     """Head registry name (heads come from tasks, e.g. ``regression``, ``segmentation``)."""
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class InputConfig(_Strict):
+class InputConfig(StrictModel):
     name: str = "identity"
     """Input-op registry name (``sparseconn.inputs.INPUT_OPS``): ``identity``, ``standardise``, or a
     task's own (the phase task's ``hologram`` and ``sideband``)."""
@@ -125,7 +122,7 @@ class InputConfig(_Strict):
     """Keyword arguments of the input op."""
 
 
-class SpaceConfig(_Strict):
+class SpaceConfig(StrictModel):
     """Everything needed to build a supernet (and, with an architecture, its child)."""
 
     in_channels: int = Field(default=1, ge=1)

@@ -1,7 +1,7 @@
 """Edge rules: which candidate connections a search space offers.
 
 An edge rule is a function ``rule(nodes) -> list[(src, dst)]`` over the space's nodes (a dict of
-name -> :class:`~sparseconn.space.NodeInfo`). It sees only data, so user rules are a few lines::
+name -> :class:`~sparseconn.graph.NodeInfo`). It sees only data, so user rules are a few lines::
 
     @register_edge_rule("skip_only")
     def skip_only(nodes):
@@ -11,14 +11,11 @@ name -> :class:`~sparseconn.space.NodeInfo`). It sees only data, so user rules a
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
+from sparseconn.graph import NodeInfo
 from sparseconn.registry import Registry, make_register
 
-if TYPE_CHECKING:
-    from sparseconn.space import NodeInfo
-
-EdgeRule = Callable[[Mapping[str, "NodeInfo"]], list[tuple[str, str]]]
+EdgeRule = Callable[[Mapping[str, NodeInfo]], list[tuple[str, str]]]
 EDGE_RULES: Registry[EdgeRule] = Registry("edge rule")
 register_edge_rule = make_register(EDGE_RULES)
 

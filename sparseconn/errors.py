@@ -24,6 +24,13 @@ class ArchitectureError(SparseconnError):
     """An architecture file is malformed or does not match the network it is applied to."""
 
 
+class GraphError(SpaceError, ArchitectureError):
+    """A network graph is malformed: not a graph, an unknown node kind, a cycle, a stage cut off.
+
+    Both a :class:`SpaceError` (building a space) and an :class:`ArchitectureError` (loading or drawing
+    an architecture), so code that catches either keeps catching it."""
+
+
 class CheckpointError(SparseconnError):
     """A checkpoint is missing, truncated or belongs to another architecture."""
 

@@ -2,6 +2,8 @@
 
 Every result, checkpoint, picture and report goes through these helpers: the data is written to a
 temporary file in the destination folder and then renamed over the target, which is atomic on POSIX.
+JSON-lines logs are appended a line at a time instead (:func:`append_jsonl`); a reader skips a torn
+last line.
 """
 
 from __future__ import annotations
@@ -59,10 +61,6 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text))
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    return atomic_write(path, lambda fh: fh.write(data), binary=True)
-
-
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
@@ -96,3 +94,10 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 break
             raise
     return out
+
+
+def __getattr__(name: str) -> Any:
+    if name == "atomic_write_bytes":
+        raise AttributeError("sparseconn.fileio.atomic_write_bytes was removed (nothing used it); use "
+                             "atomic_write(path, lambda fh: fh.write(data), binary=True)")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

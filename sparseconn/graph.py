@@ -1,53 +1,72 @@
-"""Graph data shared by search spaces, architectures, networks and drawings.
+"""The graph vocabulary every layer shares: node kinds and attributes, connection names, graph checks.
 
-Node attributes: ``kind`` (encoder | ground | decoder | head), ``channels``, ``stride`` (None for a
-ground node, which has a fixed pooled ``size``), ``feature`` (encoder feature index; for a decoder
-stage, the one it is aligned with), ``order`` (encoders: position in the node list; decoders:
-processing position, 0 = computed first = deepest). Edge attribute ``candidate`` marks a
-searchable connection; the edge from the output stage to the head is fixed.
+Search spaces, architectures, networks and drawings all describe a network as a ``networkx.DiGraph``
+whose node attributes are the fields of :class:`NodeInfo` and whose edges may carry ``candidate``
+(a searchable connection; the edge from the output stage to the head is fixed) and ``weight``. The
+graph names its output stage in ``graph.graph["output"]``. This module imports networkx, never torch.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
+from typing import Any, Literal, get_args
 
 import networkx as nx
 
-from sparseconn.errors import SpaceError
+from sparseconn.errors import GraphError, SpaceError, SparseconnError
 
-KINDS = ("encoder", "ground", "decoder", "head")
+NodeKind = Literal["encoder", "ground", "decoder", "head"]
+KINDS: tuple[str, ...] = get_args(NodeKind)
 
 
 @dataclass(frozen=True)
 class NodeInfo:
-    kind: str
+    """The one node schema: a graph node's attributes, and (with a name) a node of ``architecture.json``.
+
+    ``stride`` is None for a ground node, which has a fixed pooled ``size`` instead; ``feature`` is the
+    encoder feature index (for a decoder stage, the one it is aligned with); ``order`` is an encoder's
+    position in the node list, a decoder stage's processing position (0 = computed first = deepest).
+    """
+
+    kind: NodeKind
     channels: int | None
     stride: int | None = None
     size: int | None = None
     feature: int | None = None
     order: int = 0
 
+    def attrs(self) -> dict[str, Any]:
+        """The graph-node attributes: the fields above (a subclass's own fields, such as a name, left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(NodeInfo)}
 
-def edge_key(src: str, dst: str) -> str:
-    """The name of a connection, as used in state dicts, logs and architecture files."""
+    @classmethod
+    def of(cls, g: nx.DiGraph, node: str) -> NodeInfo:
+        """The attributes of ``node`` in ``g``."""
+        return NodeInfo(**{f.name: g.nodes[node][f.name] for f in fields(NodeInfo)})
+
+
+def edge_key(src: Any, dst: Any) -> str:
+    """The name of a connection, as used in state dicts, logs, weight dicts and architecture files:
+    ``"E3->D1"``."""
     return f"{src}->{dst}"
 
 
 def split_key(key: str) -> tuple[str, str]:
+    """``"E3->D1"`` -> ``("E3", "D1")``, the inverse of :func:`edge_key`."""
     src, sep, dst = key.partition("->")
     if not sep or not src or not dst:
-        raise ValueError(f"connection name {key!r} is not of the form 'SRC->DST'")
+        raise SparseconnError(f"connection name {key!r} is not of the form 'SRC->DST'")
     return src, dst
 
 
 def make_graph(nodes: Mapping[str, NodeInfo], candidates: Iterable[tuple[str, str]], output: str,
                head: str | None) -> nx.DiGraph:
     """Build and check the graph; raises :class:`SpaceError` naming the bad node or edge."""
-    g = nx.DiGraph()
+    g = nx.DiGraph(output=output)
     for name, info in nodes.items():
-        g.add_node(name, **asdict(info))
+        g.add_node(name, **info.attrs())
     seen = set()
     for src, dst in candidates:
         for end in (src, dst):
@@ -62,40 +81,53 @@ def make_graph(nodes: Mapping[str, NodeInfo], candidates: Iterable[tuple[str, st
             raise SpaceError(f"connection {edge_key(src, dst)} is listed twice")
         seen.add((src, dst))
         g.add_edge(src, dst, candidate=True)
-    if output not in g or g.nodes[output]["kind"] != "decoder":
-        raise SpaceError(f"output stage {output!r} is not a decoder stage; decoder stages: "
-                         f"{', '.join(n for n in g if g.nodes[n]['kind'] == 'decoder')}")
+    check_graph(g)
     if head is not None:
         g.add_edge(output, head, candidate=False)
-    g.graph["output"] = output
-    check_graph(g)
     return g
 
 
-def check_graph(g: nx.DiGraph) -> None:
-    """Acyclic; every decoder stage has inputs, is reachable from the encoder and reaches the output."""
+def check_graph(g: Any) -> None:
+    """Raise a one-line :class:`~sparseconn.errors.GraphError` unless ``g`` is a well-formed graph.
+
+    Every graph: a ``networkx.DiGraph`` whose nodes all have a known ``kind``, without cycles. A graph
+    that names its output stage (``g.graph["output"]``, as every search space and architecture does)
+    must also be wired: the output is a decoder stage, and every decoder stage has an input, is
+    reachable from an encoder or ground node and leads to the output. A bare graph drawn by hand
+    (no output named) gets the first checks only.
+    """
+    if not isinstance(g, nx.DiGraph):
+        raise GraphError(f"expected a networkx.DiGraph search space or architecture, got {type(g).__name__}")
+    output = g.graph.get("output")
+    if output is not None and (output not in g or g.nodes[output].get("kind") != "decoder"):
+        raise GraphError(f"output stage {output!r} is not a decoder stage; decoder stages: "
+                         f"{', '.join(str(n) for n, k in g.nodes(data='kind') if k == 'decoder') or 'none'}")
+    for node, kind in g.nodes(data="kind"):
+        if kind not in KINDS:
+            raise GraphError(f"node {node!r} has kind {kind!r}: expected one of {', '.join(KINDS)}")
     try:
         cycle = nx.find_cycle(g)
-        raise SpaceError("connections form a cycle: " + " -> ".join([u for u, _ in cycle] + [cycle[0][0]]))
+        raise GraphError("connections form a cycle: " + " -> ".join([str(u) for u, _ in cycle] + [str(cycle[0][0])]))
     except nx.NetworkXNoCycle:
         pass
-    output = g.graph["output"]
+    if output is None:
+        return
     sources = [n for n in g if g.nodes[n]["kind"] in ("encoder", "ground")]
     reachable = set(sources).union(*(nx.descendants(g, s) for s in sources)) if sources else set()
     feeds_output = nx.ancestors(g, output) | {output}
     for n in decoder_nodes(g):
         if g.in_degree(n) == 0:
-            raise SpaceError(f"decoder stage {n} has no input connections")
+            raise GraphError(f"decoder stage {n} has no input connections")
         if n not in reachable:
-            raise SpaceError(f"decoder stage {n} is not reachable from any encoder or ground node")
+            raise GraphError(f"decoder stage {n} is not reachable from any encoder or ground node")
         if n not in feeds_output:
-            raise SpaceError(f"decoder stage {n} does not lead to the output stage {output}")
+            raise GraphError(f"decoder stage {n} does not lead to the output stage {output}")
 
 
 def decoder_nodes(g: nx.DiGraph) -> list[str]:
     """Decoder stages in computation order: topological, ties broken by the declared ``order``."""
     dec = g.subgraph([n for n in g if g.nodes[n]["kind"] == "decoder"])
-    return list(nx.lexicographical_topological_sort(dec, key=lambda n: (g.nodes[n]["order"], n)))
+    return list(nx.lexicographical_topological_sort(dec, key=lambda n: (g.nodes[n].get("order", 0), str(n))))
 
 
 def nodes_of(g: nx.DiGraph, kind: str) -> list[str]:

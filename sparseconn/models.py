@@ -45,6 +45,7 @@ from sparseconn.config import (
     SpaceConfig,
 )
 from sparseconn.errors import ArchitectureError, ConfigError
+from sparseconn.graph import edge_key
 from sparseconn.heads import HEADS
 from sparseconn.inputs import build_input_op
 from sparseconn.network import GraphNet, build_child
@@ -153,7 +154,7 @@ def sparsemask_architecture(space: SpaceConfig, width: float = 1.0, pretrained: 
     cfg = sparsemask_space(space, width, pretrained)
     search_space = SearchSpace(cfg)
     candidates = search_space.candidates
-    kept = {f"{src}->{dst}" for dst, srcs in SPARSEMASK_CHILD.items() for src in srcs}
+    kept = {edge_key(src, dst) for dst, srcs in SPARSEMASK_CHILD.items() for src in srcs}
     missing = sorted(kept - set(candidates))
     if missing:  # the space above and the published child disagree: a bug here, not bad input
         raise ArchitectureError(f"SparseMask connection {missing[0]} is not a candidate of its search space")

@@ -12,7 +12,7 @@ import networkx as nx
 from sparseconn.architecture import Architecture, EdgeSpec, NodeSpec
 from sparseconn.config import SpaceConfig
 from sparseconn.errors import ArchitectureError
-from sparseconn.graph import candidate_edges, decoder_nodes, edge_key, nodes_of
+from sparseconn.graph import NodeInfo, candidate_edges, decoder_nodes, edge_key, nodes_of, split_key
 
 
 def prune_graph(graph: nx.DiGraph, weights: dict[str, float], threshold: float = 1e-3,
@@ -25,7 +25,7 @@ def prune_graph(graph: nx.DiGraph, weights: dict[str, float], threshold: float =
     g = graph.copy()
     output = g.graph["output"]
     for k in keys:
-        src, dst = k.split("->")
+        src, dst = split_key(k)
         if weights[k] < threshold:
             g.remove_edge(src, dst)
         else:
@@ -81,8 +81,7 @@ def derive(graph: nx.DiGraph, cfg: SpaceConfig, weights: dict[str, float], thres
            redundancy: bool = False) -> Architecture:
     """Prune ``graph`` with ``weights`` and package the child as an :class:`Architecture`."""
     kept, removed = prune_graph(graph, weights, threshold, redundancy)
-    nodes = [NodeSpec(name=n, **{k: kept.nodes[n][k] for k in NodeSpec.model_fields if k != "name"})
-             for n in kept]
+    nodes = [NodeSpec(name=n, **NodeInfo.of(kept, n).attrs()) for n in kept]
     edges = []
     for u, v, a in kept.edges(data=True):
         edges.append(EdgeSpec(src=u, dst=v, candidate=bool(a.get("candidate", True)), weight=a.get("weight")))

@@ -87,6 +87,9 @@ class Registry(Generic[T]):
         return add
 
     def unregister(self, name: str) -> None:
+        """Forget ``name`` (no error if it is absent). Nothing in sparseconn calls it: registrations are
+        global, so a test or notebook that registers a throwaway name uses it to leave the registry as
+        it found it."""
         self._items.pop(name, None)
 
     def get(self, name: str) -> T:

@@ -1,8 +1,8 @@
 """The task contract: what a task adds to the core (data, loss, metrics, I/O, baselines).
 
-A task is one small class registered by name; its ``Config`` (a pydantic model) validates the
-``task:`` section of a run config. Batches are dicts with at least ``input`` (B, C, H, W) and
-``target``; ``name`` (list of str) is optional.
+A task is one small class registered by name; its ``Config`` (a :class:`TaskConfig` subclass: a strict
+pydantic model) validates the ``task:`` section of a run config. Batches are dicts with at least
+``input`` (B, C, H, W) and ``target``; ``name`` (list of str) is optional.
 
 Example::
 
@@ -27,11 +27,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from torch.utils.data import Dataset
 
 from sparseconn.errors import SparseconnError
 from sparseconn.registry import Registry, make_register
+from sparseconn.schema import StrictModel
 
 
 def split_seeds(run_seed: int, data_seed: int) -> dict[str, int]:
@@ -45,8 +46,8 @@ COUNT = "_count"
 """Key of the sample count in the default :meth:`Task.metric_sums`."""
 
 
-class TaskConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TaskConfig(StrictModel):
+    """Base of a task's ``Config``: the ``task:`` section of a run config, unknown keys rejected."""
 
 
 class Task:

@@ -64,3 +64,38 @@ def test_rank_mismatch_is_detected():
     results = mp.Manager().dict()
     mp.spawn(_worker, args=(_free_port(), results), nprocs=2, join=True)
     assert all("differ between rank 0 and rank 1" in results[r] for r in (0, 1)), dict(results)
+
+
+TEARDOWN_SCRIPT = """
+import atexit, sys
+from pathlib import Path
+import torch.distributed as dist
+from sparseconn.engine.distributed import init_distributed
+
+# Registered before init_distributed registers its teardown, so it runs after it (exit handlers run LIFO).
+atexit.register(lambda: Path(sys.argv[1]).write_text(f"initialized at exit: {dist.is_initialized()}"))
+info = init_distributed("cpu")
+assert info.enabled and dist.is_initialized()
+if sys.argv[2] == "fail":
+    raise RuntimeError("the run failed")
+"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("end", ["ok", "fail"])
+def test_the_process_group_is_destroyed_at_the_end_of_a_run(tmp_path, end):
+    script = tmp_path / "run.py"
+    script.write_text(TEARDOWN_SCRIPT, encoding="utf-8")
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path / f"rank{rank}.txt"), end],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for rank, proc in enumerate(procs):
+        _, err = proc.communicate(timeout=150)
+        assert proc.returncode == (0 if end == "ok" else 1), err[-2000:]
+        if end == "fail":
+            assert "the run failed" in err
+        assert (tmp_path / f"rank{rank}.txt").read_text() == "initialized at exit: False"

@@ -5,6 +5,7 @@ import pytest
 from sparseconn.config import load_space_config
 from sparseconn.edge_rules import EDGE_RULES
 from sparseconn.errors import SpaceError
+from sparseconn.graph import split_key
 from sparseconn.registry import RegistryError
 from sparseconn.space import SearchSpace
 from tests.conftest import tiny_config
@@ -48,7 +49,7 @@ def test_stage_groups_follow_candidates(tiny_cfg):
     space = SearchSpace(tiny_cfg)
     groups = space.stage_groups()
     for key, g in zip(space.candidates, groups, strict=True):
-        assert key.split("->")[1] == space.decoder_nodes[g]
+        assert split_key(key)[1] == space.decoder_nodes[g]
 
 
 def test_cycle_is_rejected(tiny_cfg):

@@ -12,19 +12,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from sparseconn.config import SpaceConfig, format_validation_error, read_yaml, validate
 from sparseconn.errors import ConfigError, SparseconnError
 from sparseconn.registry import import_modules
+from sparseconn.schema import StrictModel
 from sparseconn.task import TASKS
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class OptimizerConfig(_Strict):
+class OptimizerConfig(StrictModel):
     name: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
@@ -34,7 +31,7 @@ class OptimizerConfig(_Strict):
     """Encoder learning rate = lr x this (SparseMask: 0.1)."""
 
 
-class ScheduleConfig(_Strict):
+class ScheduleConfig(StrictModel):
     name: Literal["constant", "cosine", "poly", "step"] = "cosine"
     """Per-step learning-rate schedule; SparseMask uses poly with power 0.9."""
     warmup_epochs: float = Field(default=0.0, ge=0)
@@ -44,7 +41,7 @@ class ScheduleConfig(_Strict):
     min_lr_ratio: float = Field(default=0.0, ge=0)
 
 
-class RegularizerConfig(_Strict):
+class RegularizerConfig(StrictModel):
     name: str
     """Regularizer registry name (``binary_entropy``, ``global_sparsity``, ``stage_target``,
     ``cost_weighted_sparsity``)."""
@@ -52,7 +49,7 @@ class RegularizerConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=8, ge=1)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -76,7 +73,7 @@ class TrainConfig(_Strict):
     batches with the epoch's final weights (0: keep the running averages)."""
 
 
-class PruneConfig(_Strict):
+class PruneConfig(StrictModel):
     threshold: float = Field(default=1e-3, ge=0)
     redundancy: bool = False
     """Also apply SparseMask's two redundancy clean-ups."""
@@ -84,7 +81,7 @@ class PruneConfig(_Strict):
     """Which search checkpoint's connection weights are pruned (the paper: best validation)."""
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """A fixed (not searched) model of :data:`sparseconn.models.MODELS`."""
 
     name: str
@@ -93,7 +90,7 @@ class ModelConfig(_Strict):
     """Keyword arguments of the model's builder, e.g. ``{width: 70.5}``."""
 
 
-class ModelBaseline(_Strict):
+class ModelBaseline(StrictModel):
     """``{model: {name, params}, name}``: a fixed model that ``pipeline`` trains with the run's ``train``
     settings in ``RUN/baselines/<slug of name or model.name>/`` and evaluates as a row."""
 
@@ -102,7 +99,7 @@ class ModelBaseline(_Strict):
     """Its row name (default: the model's own, e.g. U-Net); also names its folder."""
 
 
-class RunBaseline(_Strict):
+class RunBaseline(StrictModel):
     """``{run: PATH}``: an already trained run folder or checkpoint, evaluated as a row."""
 
     run: Path
@@ -130,7 +127,7 @@ def _baseline_entry(i: int, entry: Any) -> BaselineEntry:
         raise ValueError(format_validation_error(exc, f"entry {i}", cls)) from None
 
 
-class EvaluateConfig(_Strict):
+class EvaluateConfig(StrictModel):
     latency_size: tuple[int, int] = (1024, 1024)
     latency_runs: int = Field(default=5, ge=1)
     baselines: bool | list[BaselineEntry] = True
@@ -151,7 +148,7 @@ class EvaluateConfig(_Strict):
         return [_baseline_entry(i, v) for i, v in enumerate(value)]
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     task: dict[str, Any]
     """``name`` (task registry name) plus the task's own options."""
     space: SpaceConfig

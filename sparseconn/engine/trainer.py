@@ -3,7 +3,10 @@ connection weights optimised jointly), the child's retraining and a fixed model'
 
 The network is a :class:`~sparseconn.network.GraphNet` (supernet or child) or any fixed model of
 :mod:`sparseconn.models`; connection weights, their projection and the encoder's learning-rate group
-exist only where the network has them."""
+exist only where the network has them.
+
+Every epoch appends one line to ``metrics.jsonl`` (and, with connection weights, to ``connections.jsonl``)
+whose ``phase`` is the :class:`Phase` value: ``search`` or ``train``."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +48,41 @@ class TrainingDiverged(SparseconnError):
     """The loss became NaN or infinite."""
 
 
+class Phase(str, Enum):
+    """Which loop a :class:`Trainer` runs. The value is what logs and checkpoints record (``phase`` in
+    ``metrics.jsonl`` and ``connections.jsonl``, ``stage`` in a checkpoint), always as a plain string."""
+
+    SEARCH = "search"
+    """The supernet: task loss plus the connection regularisers, connection weights trained too."""
+    TRAIN = "train"
+    """A child or a fixed model: the task loss alone."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
 def gated(net: nn.Module) -> GraphNet | None:
     """The network when it has connection weights (a supernet), else None."""
     return net if isinstance(net, GraphNet) and net.connections is not None else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Loop:
+    """What every epoch of one :meth:`Trainer.fit` shares."""
+
+    model: nn.Module
+    """The network, wrapped in DDP when distributed."""
+    loader: DataLoader
+    sampler: DistributedSampler
+    datasets: dict[str, Dataset]
+    steps: int
+    """Training batches an epoch."""
+    optimizers: list[torch.optim.Optimizer]
+    schedulers: list[torch.optim.lr_scheduler.LRScheduler]
+    scaler: torch.amp.GradScaler
+    dtype: torch.dtype | None
+    """Autocast dtype (None: full precision)."""
+    bar: ProgressReporter
 
 
 @dataclass
@@ -55,7 +91,7 @@ class Trainer:
     task: Task
     cfg: TrainConfig
     run_dir: Path
-    stage: str  # "search" or "train"
+    stage: Phase  # a plain "search" or "train" is accepted and converted
     payload: dict[str, Any]  # plain data stored in every checkpoint (config, architecture, kind)
     ckpt_prefix: str = ""
     device: str = "cpu"
@@ -65,6 +101,13 @@ class Trainer:
     threshold: float = 1e-3
     progress: bool = True
     callbacks: list[Callable[[int, dict], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        try:
+            self.stage = Phase(self.stage)
+        except ValueError:
+            raise SparseconnError(f"Trainer stage {self.stage!r} is unknown: expected one of "
+                                  f"{', '.join(p.value for p in Phase)}") from None
 
     def ckpt_path(self, which: str) -> Path:
         return self.run_dir / "checkpoints" / f"{self.ckpt_prefix}{which}.pt"
@@ -84,7 +127,7 @@ class Trainer:
     # -- losses ----------------------------------------------------------------------------------
     def regularizer_terms(self) -> dict[str, torch.Tensor]:
         supernet = gated(self.net)
-        if self.stage != "search" or supernet is None:
+        if self.stage is not Phase.SEARCH or supernet is None:
             return {}
         w = supernet.connections.vector().float()
         return {r.name: r.coef * REGULARIZERS.get(r.name)(w, self.reg_ctx, **r.params) for r in self.cfg.regularizers}
@@ -156,7 +199,7 @@ class Trainer:
         total = steps * cfg.epochs
         opts = [make_optimizer(cfg.optimizer, weight_groups(net, cfg.optimizer))]
         supernet = gated(net)
-        if self.stage == "search" and supernet is not None:
+        if self.stage is Phase.SEARCH and supernet is not None:
             opts.append(make_optimizer(cfg.connection_optimizer, [
                 {"params": supernet.connection_parameters(), "lr": cfg.connection_optimizer.lr,
                  "name": "connections"}]))
@@ -180,55 +223,57 @@ class Trainer:
             if self.dist.is_main:  # a run killed between its log lines and its checkpoint re-runs that epoch
                 for log in ("metrics.jsonl", "connections.jsonl"):
                     truncate_jsonl(self.run_dir / log,
-                                   lambda r: r.get("phase") != self.stage or r.get("epoch", -1) < start)
+                                   lambda r: r.get("phase") != self.stage.value or r.get("epoch", -1) < start)
         model = DDP(net, device_ids=[self.dist.local_rank] if self.device.startswith("cuda") else None) \
             if self.dist.enabled else net
-        bar = ProgressReporter(self.stage, cfg.epochs, enabled=self.progress and self.dist.is_main)
+        bar = ProgressReporter(self.stage.value, cfg.epochs, enabled=self.progress and self.dist.is_main)
+        loop = _Loop(model=model, loader=train_loader, sampler=sampler, datasets=datasets, steps=steps,
+                     optimizers=opts, schedulers=scheds, scaler=scaler, dtype=dtype, bar=bar)
         try:
             for epoch in range(start, cfg.epochs):
-                record = self._epoch(model, train_loader, sampler, datasets, epoch, steps, opts, scheds, scaler,
-                                     dtype, bar)
+                record = self._epoch(loop, epoch)
                 self.recalibrate_bn(train_loader, min(steps, cfg.bn_recalibration), dtype)
                 record.update({f"val_{k}": v for k, v in self.evaluate(val_loader, cfg.limit_val_batches).items()})
-                best = self._finish_epoch(epoch, record, best, opts, scheds, scaler, bar)
+                best = self._finish_epoch(loop, epoch, record, best)
                 for cb in self.callbacks:
                     cb(epoch, record)
         finally:
             bar.close()
         return {"best": best, "epochs": cfg.epochs, "steps_per_epoch": steps, "world_size": self.dist.world_size}
 
-    def _epoch(self, model, loader, sampler, datasets, epoch, steps, opts, scheds, scaler, dtype, bar) -> dict:
+    def _epoch(self, loop: _Loop, epoch: int) -> dict:
+        """One pass over the training batches; returns the epoch's record (validation not yet in it)."""
         net, cfg = self.net, self.cfg
         net.train()
-        sampler.set_epoch(epoch)
-        self.task.set_epoch(datasets, epoch)
-        bar.start_epoch(epoch, steps)
+        loop.sampler.set_epoch(epoch)
+        self.task.set_epoch(loop.datasets, epoch)
+        loop.bar.start_epoch(epoch, loop.steps)
         t0, sums, n = time.perf_counter(), {}, 0
-        for i, batch in enumerate(loader):
-            if i >= steps:
+        for i, batch in enumerate(loop.loader):
+            if i >= loop.steps:
                 break
             batch = self._to(batch)
-            with autocast(self.device, dtype):
-                out = model(batch["input"])
+            with autocast(self.device, loop.dtype):
+                out = loop.model(batch["input"])
             loss_t = self.task.loss(out.float(), batch)
             regs = self.regularizer_terms()
             loss = loss_t + sum(regs.values()) if regs else loss_t
             bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=self.device)
             if all_reduce_sum(bad, self.dist).item() > 0:
-                raise TrainingDiverged(f"{self.stage}: loss became {loss.item()} at epoch {epoch} step {i}; "
+                raise TrainingDiverged(f"{self.stage.value}: loss became {loss.item()} at epoch {epoch} step {i}; "
                                        f"the last good checkpoint is kept at {self.ckpt_path('last')}")
-            for o in opts:
+            for o in loop.optimizers:
                 o.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            for o in opts:
-                scaler.unscale_(o)
+            loop.scaler.scale(loss).backward()
+            for o in loop.optimizers:
+                loop.scaler.unscale_(o)
             if cfg.grad_clip is not None:
                 weights = net.weight_parameters() if isinstance(net, GraphNet) else list(net.parameters())
                 torch.nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
-            for o in opts:
-                scaler.step(o)
-            scaler.update()
-            for s in scheds:
+            for o in loop.optimizers:
+                loop.scaler.step(o)
+            loop.scaler.update()
+            for s in loop.schedulers:
                 s.step()
             if isinstance(net, GraphNet):
                 net.constrain_()
@@ -238,9 +283,9 @@ class Trainer:
             shown = {"loss": float(loss.detach())}
             if gated(net) is not None:
                 shown["live"] = self.live_connections()
-            bar.batch(shown)
-        rec = {"epoch": epoch, "phase": self.stage, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()}}
-        rec["lr"] = opts[0].param_groups[-1]["lr"]
+            loop.bar.batch(shown)
+        rec = {"epoch": epoch, "phase": self.stage.value, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()}}
+        rec["lr"] = loop.optimizers[0].param_groups[-1]["lr"]
         rec["time"] = time.perf_counter() - t0
         return rec
 
@@ -250,10 +295,10 @@ class Trainer:
             return getattr(self.net, "num_connections", None)
         return sum(w >= self.threshold for w in supernet.connections.snapshot().values())
 
-    def _payload(self, record: dict, epoch: int, best: dict, opts: list, scheds: list, scaler: Any,
+    def _payload(self, record: dict, epoch: int, best: dict, *, opts: list, scheds: list, scaler: Any,
                  weights: dict[str, float] | None) -> dict[str, Any]:
         net = self.net
-        return {**self.payload, "stage": self.stage, "model": net.state_dict(), "fingerprint": fingerprint(net),
+        return {**self.payload, "stage": self.stage.value, "model": net.state_dict(), "fingerprint": fingerprint(net),
                 "optimizers": [o.state_dict() for o in opts], "schedulers": [s.state_dict() for s in scheds],
                 "scaler": scaler.state_dict(), "rng": rng_state(), "epoch": epoch, "best": best,
                 "connections": weights, "metrics": record}
@@ -267,12 +312,14 @@ class Trainer:
         best = {"metric": self.task.primary_metric, "value": value, "epoch": None}
         if self.dist.is_main:
             scaler = torch.amp.GradScaler(enabled=False)
-            payload = self._payload(record, -1, best, [], [], scaler, None)
+            payload = self._payload(record, -1, best, opts=[], scheds=[], scaler=scaler, weights=None)
             for which in ("last", "best"):
                 save_checkpoint(self.ckpt_path(which), payload)
         return {"best": best, "epochs": 0, "steps_per_epoch": 0, "world_size": self.dist.world_size}
 
-    def _finish_epoch(self, epoch, record, best, opts, scheds, scaler, bar) -> dict:
+    def _finish_epoch(self, loop: _Loop, epoch: int, record: dict, best: dict) -> dict:
+        """Log the epoch (rank 0), save ``last.pt`` and, when the metric improved, ``best.pt``; returns
+        the best so far."""
         supernet = gated(self.net)
         weights = supernet.connections.snapshot() if supernet is not None else None
         if supernet is not None:
@@ -288,12 +335,13 @@ class Trainer:
         if self.dist.is_main:
             append_jsonl(self.run_dir / "metrics.jsonl", record)
             if weights is not None:
-                append_jsonl(self.run_dir / "connections.jsonl", {"epoch": epoch, "phase": self.stage,
+                append_jsonl(self.run_dir / "connections.jsonl", {"epoch": epoch, "phase": self.stage.value,
                                                                    "weights": weights})
-            payload = self._payload(record, epoch, best, opts, scheds, scaler, weights)
+            payload = self._payload(record, epoch, best, opts=loop.optimizers, scheds=loop.schedulers,
+                                    scaler=loop.scaler, weights=weights)
             save_checkpoint(self.ckpt_path("last"), payload)
             if improved:
                 save_checkpoint(self.ckpt_path("best"), payload)
         shown = {k: record[k] for k in ("train_loss", key, "live_connections") if record.get(k) is not None}
-        bar.end_epoch(epoch, shown)
+        loop.bar.end_epoch(epoch, shown)
         return best

@@ -1,6 +1,7 @@
-"""Shared plumbing for the drawings: node kinds and colours, edge keys, weight look-ups, saving.
+"""Shared plumbing for the drawings: node colours, labels, weight look-ups, saving.
 
-Everything here reads plain data (``networkx`` graphs, dicts); nothing imports torch.
+Everything here reads plain data (``networkx`` graphs, dicts); nothing imports torch. Node kinds,
+connection names and the graph checks come from :mod:`sparseconn.graph`, like everywhere else.
 """
 
 from __future__ import annotations
@@ -15,32 +16,15 @@ import matplotlib
 import networkx as nx
 from matplotlib.figure import Figure
 
-from sparseconn.errors import ArchitectureError, SparseconnError
+from sparseconn.errors import SparseconnError
 from sparseconn.fileio import atomic_path
+from sparseconn.graph import edge_key
 
-KINDS = ("encoder", "ground", "decoder", "head")
 # Fig. 3 of the paper: orange encoders, blue decoders, purple ground; the head is ours (grey).
 KIND_FILL = {"encoder": "#f8b26a", "decoder": "#8cb8e6", "ground": "#bb99dc", "head": "#cfcfcf"}
 KIND_LINE = {"encoder": "#c0620f", "decoder": "#2a64a8", "ground": "#6a3d9a", "head": "#6e6e6e"}
 PRUNED_COLOR = "#8c8c8c"
 FIGURE_FORMATS = ("png", "svg", "pdf")
-
-
-def edge_key(src: Any, dst: Any) -> str:
-    """The key of edge ``src -> dst`` in a connection-weight dict, e.g. ``"E3->D1"``."""
-    return f"{src}->{dst}"
-
-
-def check_graph(graph: Any) -> None:
-    """Raise :class:`ArchitectureError` unless ``graph`` is a DiGraph whose nodes all carry a known kind."""
-    if not isinstance(graph, nx.DiGraph):
-        raise ArchitectureError(
-            f"expected a networkx.DiGraph search space or architecture, got {type(graph).__name__}"
-        )
-    for node, attrs in graph.nodes(data=True):
-        kind = attrs.get("kind")
-        if kind not in KINDS:
-            raise ArchitectureError(f"node {node!r} has kind {kind!r}: expected one of {', '.join(KINDS)}")
 
 
 def is_candidate(graph: nx.DiGraph, src: Any, dst: Any) -> bool:

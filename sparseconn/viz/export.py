@@ -15,7 +15,8 @@ from typing import Any
 import networkx as nx
 
 from sparseconn.fileio import atomic_path, atomic_write_text
-from sparseconn.viz._common import KIND_FILL, KIND_LINE, check_graph, edge_key, is_candidate, weight_scale
+from sparseconn.graph import check_graph, edge_key
+from sparseconn.viz._common import KIND_FILL, KIND_LINE, is_candidate, weight_scale
 
 
 def _quote(value: Any) -> str:

@@ -24,15 +24,13 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 from matplotlib.path import Path as MPath
 
+from sparseconn.graph import KINDS, check_graph, edge_key
 from sparseconn.viz import _layout as L
 from sparseconn.viz._common import (
     KIND_FILL,
     KIND_LINE,
-    KINDS,
     PRUNED_COLOR,
-    check_graph,
     check_weights,
-    edge_key,
     is_candidate,
     node_label,
     save_figure,

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 from scipy.ndimage import gaussian_filter
 from sparseconn_tasks.phase_retrieval import optics
 from sparseconn_tasks.phase_retrieval.cells import SHAPES, CellContext, max_slope, render
 
 from sparseconn.registry import RegistryError
+from sparseconn.schema import StrictModel
 
 # Cells are capped below the band edge: the spectrum of exp(iφ) has tails past the steepest local
 # frequency (curvature, overlapping cells), so the instantaneous frequency only uses 80% of B.
@@ -54,13 +55,11 @@ Pair = tuple[float, float]
 ENVELOPES = ("flat_top", "gaussian")  # see optics.beam
 
 
-class SimConfig(BaseModel):
+class SimConfig(StrictModel):
     """One simulated off-axis QPI setup family; every range is drawn per field (uniformly unless said).
 
     Defaults: 256 px, period 3.5 px at 45°, and the broad training ranges below.
     """
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     size: int = Field(256, ge=32)
     """Hologram side length in pixels (square fields)."""

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from sparseconn_tasks.phase_retrieval.classical import FourierPhaseRetrieval
 from sparseconn_tasks.phase_retrieval.data import (
     DEFAULT_PHASE_RANGE,
@@ -43,14 +43,11 @@ from sparseconn_tasks.phase_retrieval.metrics import psnr, rmse_rad, ssim
 from sparseconn_tasks.phase_retrieval.simulate import SimConfig, cross_domain, simulate
 from torch.utils.data import Dataset
 
+from sparseconn.schema import StrictModel
 from sparseconn.task import Task, TaskConfig, register_task, split_seeds
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     source: Literal["synthetic", "folder"] = "synthetic"
     """``synthetic``: the simulator on the fly (no files); ``folder``: holograms and phases in ``root``."""
     root: Path | None = None
@@ -93,7 +90,7 @@ class DataConfig(_Strict):
         return self
 
 
-class LossConfig(_Strict):
+class LossConfig(StrictModel):
     lam: float = Field(0.1, ge=0)
     """Weight λ of the gradient term of MixGE (Lu & Chen 2019: 0.1)."""
     operator: str = "sobel"
@@ -106,7 +103,7 @@ class LossConfig(_Strict):
         return self
 
 
-class BaselineConfig(_Strict):
+class BaselineConfig(StrictModel):
     classical: bool = True
     """Evaluate the classical FT + unwrapping pipeline beside the networks: without a background hologram
     (polynomial aberration fit) and, where the items have one, with it (the paper's ground-truth recipe)."""
@@ -122,8 +119,6 @@ class BaselineConfig(_Strict):
 
 
 class PhaseRetrievalConfig(TaskConfig):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
     data: DataConfig = Field(default_factory=DataConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)

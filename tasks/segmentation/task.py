@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from sparseconn_tasks.segmentation.data import (
     IGNORE,
     SyntheticShapesDataset,
@@ -38,17 +38,14 @@ from torch.utils.data import Dataset
 
 from sparseconn.errors import ConfigError
 from sparseconn.fileio import atomic_path
+from sparseconn.schema import StrictModel
 from sparseconn.task import Task, TaskConfig, register_task, split_seeds
 
 CONFUSION = "confusion"
 """Key of the summed (K, K) confusion matrix in :meth:`SegmentationTask.metric_sums`."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     source: Literal["synthetic", "voc"] = "synthetic"
     """``synthetic``: shapes on a cluttered background, made on the fly; ``voc``: PASCAL VOC in ``root``."""
     root: Path | None = None
@@ -88,14 +85,12 @@ class DataConfig(_Strict):
         return 21 if self.source == "voc" else 6
 
 
-class LossConfig(_Strict):
+class LossConfig(StrictModel):
     ignore_index: int = IGNORE
     """Target value that is neither trained on nor scored (VOC: 255 on object outlines)."""
 
 
 class SegmentationConfig(TaskConfig):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
     data: DataConfig = Field(default_factory=DataConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
 
