@@ -61,12 +61,12 @@ def network(name: str) -> torch.nn.Module:
 
 def _build(name: str) -> torch.nn.Module:
     if name == SUPERNET:
-        cfg, _ = load_run_config(TASKS / "phase_retrieval.yaml")
+        cfg = load_run_config(TASKS / "phase_retrieval.yaml")
         return build_supernet(SearchSpace(cfg.space)).eval()
     if name == CHILD:
         return build_child(Architecture.load(TASKS / "phase_retrieval" / "architectures" / "demo_child.json")).eval()
     config = {UNET: "phase_retrieval_unet.yaml", SPARSEMASK: "phase_retrieval_sparsemask.yaml"}[name]
-    cfg, _ = load_run_config(TASKS / config)
+    cfg = load_run_config(TASKS / config)
     return build_model(cfg.model.name, cfg.model.params, cfg.space).eval()
 
 

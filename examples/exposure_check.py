@@ -41,7 +41,7 @@ def exposure_check(run: Path, n: int = 8, seed: int = 123) -> dict[str, float]:
     from sparseconn_tasks.phase_retrieval.simulate import SimConfig, simulate
 
     lm = load_model(run)
-    task = make_task(lm.cfg, lm.task_cfg)
+    task = make_task(lm.cfg)
     sim = SimConfig.model_validate({**task.cfg.data.sim.model_dump(), "bit_depth": None})  # floats: quantise here
     net = lm.net.eval()
     pr = task.phase_range

@@ -2,7 +2,8 @@
 
 Like DARTS' ``Genotype`` but with the topology kept: every kept node with its channels and stride,
 every kept connection with its weight at pruning time, all candidate weights, and the source space
-config (encoder, ops, head), so ``build_child(Architecture.load(path))`` needs nothing else.
+config (encoder, ops, head) and the plug-in modules that register what it names, so
+``build_child(Architecture.load(path))`` needs nothing else.
 """
 
 from __future__ import annotations
@@ -59,6 +60,19 @@ class Architecture(StrictModel):
     candidates: dict[str, float] = {}
     """Every candidate connection's weight at pruning time (kept and pruned), for drawings."""
     removed_stages: list[str] = []
+    plugins: list[str] = []
+    """Modules imported before the child is built (the search run's ``plugins``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_space_keys(cls, data: Any) -> Any:
+        """Files written before sparseconn 0.2 kept ``plugins`` and ``checkpointing`` in ``space``."""
+        space = data.get("space") if isinstance(data, dict) else None
+        if not isinstance(space, dict) or not ({"plugins", "checkpointing"} & set(space)):
+            return data
+        space = {k: v for k, v in space.items() if k not in ("plugins", "checkpointing")}
+        plugins = data["space"].get("plugins") or []
+        return {**data, "space": space, "plugins": [*data.get("plugins", []), *plugins]}
 
     @model_validator(mode="after")
     def _check_refs(self) -> Architecture:

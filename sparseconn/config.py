@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from sparseconn.errors import ConfigError
+from sparseconn.registry import import_modules
 from sparseconn.schema import StrictModel
 
 
@@ -137,10 +138,18 @@ class SpaceConfig(StrictModel):
     edges: EdgeConfig = Field(default_factory=EdgeConfig)
     connections: ConnectionConfig = Field(default_factory=ConnectionConfig)
     head: HeadConfig | None = None
-    checkpointing: bool = False
-    """Gradient checkpointing of each decoder stage while training (saves supernet memory)."""
-    plugins: list[str] = Field(default_factory=list)
-    """Modules imported before building, so user encoders/rules/fusions can register themselves."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        """``plugins`` and ``checkpointing`` sat here before sparseconn 0.2: name their new place."""
+        if isinstance(data, dict):
+            for key in ("plugins", "checkpointing"):
+                if key in data:
+                    raise ValueError(f"{key} is a run-level setting since sparseconn 0.2: write it at the top of "
+                                     f"the run config (and import plug-in modules yourself when building "
+                                     f"from Python), not in space")
+        return data
 
     @model_validator(mode="after")
     def _unique_ground_names(self) -> SpaceConfig:
@@ -221,7 +230,19 @@ def validate(model: type[BaseModel], data: Any, source: str, prefix: str = "") -
 
 
 def load_space_config(path: str | Path) -> SpaceConfig:
-    """Read the ``space:`` section of a run config (or a bare space file)."""
+    """Read the ``space:`` section of a run config (or a bare space file), after importing the config's
+    plug-in modules (its ``plugins``; in files written before sparseconn 0.2, ``space.plugins``) so that
+    what they register can be built."""
     data = read_yaml(path)
     section = data.get("space", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: space: expected a mapping, got {type(section).__name__}")
+    section = dict(section)
+    plugins = section.pop("plugins", [])
+    section.pop("checkpointing", None)
+    if "space" in data:
+        plugins = [*data.get("plugins", []), *plugins]
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError(f"{path}: plugins: expected a list of module names, got {plugins!r}")
+    import_modules(plugins)
     return validate(SpaceConfig, section, str(path), "space" if "space" in data else "")

@@ -144,7 +144,6 @@ def sparsemask_space(space: SpaceConfig, width: float = 1.0, pretrained: str | N
                          norm_before_resize=True, preact="relu6", align_corners=True),
         connections=ConnectionConfig(param="clamp_noise", init=0.5, noise=0.1),
         head=None if space.head is None else space.head.model_copy(deep=True),
-        plugins=list(space.plugins),
     )
 
 

@@ -23,6 +23,7 @@ from sparseconn.graph import candidate_edges, decoder_nodes, edge_key, nodes_of,
 from sparseconn.heads import build_head
 from sparseconn.inputs import build_input_op
 from sparseconn.ops import EDGE_ORDERS, RESIZE_POLICIES, EdgeOpSpec, build_edge_op, build_fusion, build_stage_op
+from sparseconn.registry import import_modules
 
 if TYPE_CHECKING:
     from sparseconn.architecture import Architecture
@@ -49,6 +50,8 @@ class GraphNet(nn.Module):
         self.cfg = cfg
         self.graph = graph
         self.gated = gated
+        self.checkpointing = False
+        """Gradient checkpointing of each decoder stage while training (the run's ``checkpointing``)."""
         self.output = graph.graph["output"]
         self.input_op = build_input_op(cfg.input.name, cfg.in_channels, cfg.input.params)
         self.encoder = build_encoder(cfg.encoder.name, self.input_op.out_channels, **cfg.encoder.params)
@@ -127,7 +130,7 @@ class GraphNet(nn.Module):
         for g, (f, size) in self.ground_source.items():
             env[g] = F.adaptive_avg_pool2d(feats[f], size)  # (B, C, size, size)
         wvec = self.connections.vector() if self.connections is not None else None
-        use_ckpt = self.cfg.checkpointing and self.training and torch.is_grad_enabled()
+        use_ckpt = self.checkpointing and self.training and torch.is_grad_enabled()
         for d in self.stage_order:
             size = feats[self.stage_feature[d]].shape[-2:]
             w = wvec[getattr(self, f"_idx_{d}")] if wvec is not None else None
@@ -162,8 +165,10 @@ def build_child(arch: Architecture, inherit: GraphNet | None = None) -> GraphNet
 
     With ``inherit`` (the supernet it was pruned from), the child starts from the supernet's
     weights: per-edge BN and connection weight are folded into each kept conv, so in eval mode the
-    child computes what the supernet computes with its pruned connections set to zero.
+    child computes what the supernet computes with its pruned connections set to zero. The
+    architecture's plug-in modules are imported first.
     """
+    import_modules(arch.plugins)
     child = GraphNet(arch.space, arch.graph(), gated=False, edge_bias=inherit is not None)
     if inherit is not None:
         inherit_weights(child, inherit)

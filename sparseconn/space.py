@@ -22,7 +22,6 @@ from sparseconn.errors import SpaceError
 from sparseconn.graph import NodeInfo, candidate_edges, decoder_nodes, edge_macs, make_graph, nodes_of, split_key
 from sparseconn.heads import head_channels
 from sparseconn.inputs import input_channels
-from sparseconn.registry import import_modules
 
 HEAD = "H"
 
@@ -91,7 +90,6 @@ class SearchSpace:
     """A checked candidate graph built from a config (and optionally a user edge-rule callable)."""
 
     def __init__(self, cfg: SpaceConfig, edge_rule: EdgeRule | Callable | None = None) -> None:
-        import_modules(cfg.plugins)
         self.cfg = cfg
         nodes = build_nodes(cfg)
         rule = edge_rule if edge_rule is not None else EDGE_RULES.get(cfg.edges.rule)

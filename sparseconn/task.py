@@ -47,7 +47,11 @@ COUNT = "_count"
 
 
 class TaskConfig(StrictModel):
-    """Base of a task's ``Config``: the ``task:`` section of a run config, unknown keys rejected."""
+    """Base of a task's ``Config``: the ``task:`` section of a run config, unknown keys rejected. A run
+    config carries its task section as this typed object (``cfg.task``)."""
+
+    name: str | None = None
+    """The task's registry name (``task.name`` of the run config)."""
 
 
 class Task:

@@ -6,11 +6,15 @@ import pytest
 import torch
 
 from sparseconn.config import SpaceConfig
+from sparseconn.registry import import_modules
 
 torch.set_num_threads(2)
 
 
-def tiny_config(**overrides) -> SpaceConfig:
+def tiny_config(plugins: list[str] | None = None, **overrides) -> SpaceConfig:
+    """The tiny space with ``section__field=value`` overrides; ``plugins`` are imported (a run-level
+    setting, not part of the space)."""
+    import_modules(plugins or [])
     data = {
         "in_channels": 1,
         "encoder": {"name": "tiny", "params": {"channels": [8, 8], "strides": [2, 4]}},

@@ -225,7 +225,8 @@ def test_fast_dev_run_finds_a_task_defined_in_a_plugin_module(tmp_path, monkeypa
     monkeypatch.syspath_prepend(str(tmp_path))
     text = TOY_YAML.replace("task: {name: toy}", "task: {name: cli_plugin_toy}").replace(
         "plugins: [tests.toy_task]", "plugins: [cli_plugin_task]")
-    cfg, task_cfg = load_config(write_config(tmp_path, text), ["train.epochs=3"], None, fast=True)
+    cfg = load_config(write_config(tmp_path, text), ["train.epochs=3"], None, fast=True)
+    task_cfg = cfg.task
     assert task_cfg.train_size == 5 and cfg.search.epochs == 1 and cfg.train.epochs == 3  # --set wins
 
 

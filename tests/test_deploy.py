@@ -45,7 +45,7 @@ def run(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("deploy")
     config = write_toy_config(base)
     config.write_text(TOY_YAML.replace("{name: G, source: -1, size: 1}", "{name: G, source: -1, size: 3}"))
-    cfg, _ = load_run_config(config)
+    cfg = load_run_config(config)
     space = SearchSpace(cfg.space)
     arch = derive(space.graph, cfg.space, build_supernet(space).connections.snapshot(), threshold=0.3)
     arch.save(base / "architecture.json")

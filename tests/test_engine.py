@@ -21,9 +21,9 @@ def _weights(run):
 
 
 def test_search_writes_the_run_folder(toy, tmp_path):
-    cfg, tcfg = load_run_config(toy)
+    cfg = load_run_config(toy)
     run = tmp_path / "run"
-    summary = search(cfg, tcfg, run, RunOptions(progress=False))
+    summary = search(cfg, run, RunOptions(progress=False))
     assert summary["best"]["epoch"] is not None
     for f in ("config.yaml", "metrics.jsonl", "connections.jsonl", "summary.json", "checkpoints/last.pt",
               "checkpoints/best.pt"):
@@ -39,9 +39,9 @@ def test_search_writes_the_run_folder(toy, tmp_path):
 
 
 def test_interrupted_and_resumed_search_matches_uninterrupted(toy, tmp_path):
-    cfg, tcfg = load_run_config(toy, ["search.epochs=3"])
+    cfg = load_run_config(toy, ["search.epochs=3"])
     full = tmp_path / "full"
-    search(cfg, tcfg, full, RunOptions(progress=False))
+    search(cfg, full, RunOptions(progress=False))
 
     def stop_after_first(epoch, record):
         if epoch == 0:
@@ -49,13 +49,13 @@ def test_interrupted_and_resumed_search_matches_uninterrupted(toy, tmp_path):
 
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
-        search(cfg, tcfg, part, RunOptions(progress=False, callbacks=(stop_after_first,)))
+        search(cfg, part, RunOptions(progress=False, callbacks=(stop_after_first,)))
     assert len((part / "metrics.jsonl").read_text().splitlines()) == 1
     # a run killed after logging epoch 1 but before its checkpoint: the resume re-runs epoch 1 once
     for log in ("metrics.jsonl", "connections.jsonl"):
         with open(part / log, "a") as fh:
             fh.write(json.dumps({"epoch": 1, "phase": "search", "stale": True}) + "\n")
-    search(cfg, tcfg, part, RunOptions(progress=False, resume=True))
+    search(cfg, part, RunOptions(progress=False, resume=True))
     for log in ("metrics.jsonl", "connections.jsonl"):
         records = [json.loads(x) for x in (part / log).read_text().splitlines()]
         assert [r["epoch"] for r in records] == [0, 1, 2] and not any("stale" in r for r in records), log
@@ -68,15 +68,15 @@ def test_interrupted_and_resumed_search_matches_uninterrupted(toy, tmp_path):
 
 
 def test_retrain_child_from_scratch_and_inherited(toy, tmp_path):
-    cfg, tcfg = load_run_config(toy)
+    cfg = load_run_config(toy)
     run = tmp_path / "s"
-    search(cfg, tcfg, run, RunOptions(progress=False))
+    search(cfg, run, RunOptions(progress=False))
     arch = prune(run)
-    res = train(cfg, tcfg, arch, tmp_path / "child", RunOptions(progress=False))
+    res = train(cfg, arch, tmp_path / "child", RunOptions(progress=False))
     assert res["connections"] == len(arch.connections)
     lm = load_model(tmp_path / "child")
     assert lm.kind == "child" and lm.net.connections is None
-    train(cfg, tcfg, arch, tmp_path / "inh", RunOptions(progress=False), inherit_from=run / "checkpoints/best.pt")
+    train(cfg, arch, tmp_path / "inh", RunOptions(progress=False), inherit_from=run / "checkpoints/best.pt")
     assert load_model(tmp_path / "inh").checkpoint["edge_bias"] is True
 
 

@@ -158,9 +158,10 @@ def test_evaluate_reports_the_latency_path_and_refuses_an_unknown_engine(tmp_pat
     from sparseconn.engine.jobs import RunOptions, prune, search, train
     from tests.toy_task import write_toy_config
 
-    cfg, tcfg = load_run_config(write_toy_config(tmp_path))
-    search(cfg, tcfg, tmp_path / "s", RunOptions(progress=False))
-    train(cfg, tcfg, prune(tmp_path / "s"), tmp_path / "c", RunOptions(progress=False))
+    cfg = load_run_config(write_toy_config(tmp_path))
+
+    search(cfg, tmp_path / "s", RunOptions(progress=False))
+    train(cfg, prune(tmp_path / "s"), tmp_path / "c", RunOptions(progress=False))
     result = evaluate(tmp_path / "c", RunOptions(progress=False), latency_size=(32, 32), report=False)
     (path,) = result["latency_engines"].values()
     assert path.startswith("eager (BN folded") and "max |Δ| vs eager fp32" in path

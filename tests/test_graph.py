@@ -45,8 +45,10 @@ def test_architecture_nodes_are_node_infos_written_name_first(tmp_path):
     assert node.attrs() == NodeInfo.of(arch.graph(), node.name).attrs()
     saved = json.loads(arch.save(tmp_path / "a.json").read_text(encoding="utf-8"))
     assert list(saved["nodes"][0]) == ["name", "kind", "channels", "stride", "size", "feature", "order"]
-    assert (tmp_path / "a.json").read_text(encoding="utf-8") == \
-        (FIXTURE / "child" / "architecture.json").read_text(encoding="utf-8")
+    old = json.loads((FIXTURE / "child" / "architecture.json").read_text(encoding="utf-8"))
+    plugins = old["space"].pop("plugins")
+    del old["space"]["checkpointing"]  # run-level settings since 0.2: the architecture carries its plug-ins
+    assert saved == {**old, "plugins": plugins}
 
 
 def test_a_bare_graph_needs_known_kinds_only():

@@ -80,7 +80,7 @@ def test_sparsemask_space_is_the_segmentation_yaml_space_with_the_runs_input_and
     seg = load_space_config(ROOT / "tasks" / "segmentation.yaml")
     run = SpaceConfig(in_channels=1, input=InputConfig(name="standardise"), head=TOY_HEAD)
     ours = sparsemask_space(run)
-    mine = {"in_channels", "input", "head", "plugins"}
+    mine = {"in_channels", "input", "head"}
     assert ours.model_dump(exclude=mine) == seg.model_dump(exclude=mine)
     assert (ours.in_channels, ours.input, ours.head) == (1, run.input, TOY_HEAD)
     net = build_model("sparsemask_child", {}, run)
@@ -106,7 +106,7 @@ def test_unknown_model_name_and_parameter():
 def test_config_model_and_baseline_entries_validate_and_dump(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text(UNET_TOY_YAML)
-    cfg, _ = load_run_config(path, ["evaluate.baselines=[{model: {name: unet}, name: Big U}, {run: runs/x}]"])
+    cfg = load_run_config(path, ["evaluate.baselines=[{model: {name: unet}, name: Big U}, {run: runs/x}]"])
     assert cfg.model is not None and cfg.model.name == "unet" and cfg.model.params == {"width": 4}
     big, run = cfg.evaluate.baselines
     assert isinstance(big, ModelBaseline) and big.name == "Big U" and isinstance(run, RunBaseline)

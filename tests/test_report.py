@@ -123,7 +123,7 @@ def test_pipeline_leaves_report_and_linked_pictures(run, arch):
     speedups = [float(line.split(" | ")[-1].rstrip(" |").rstrip("×")) for line in table]
     assert min(speedups) == 1.0 and all(s >= 1.0 for s in speedups)  # against the slowest model
     assert "–" not in table[0]  # metric, counts, MACs and latency all measured
-    assert "```yaml\ntask:\n  name: toy_panels" in md and "prune:\n  threshold: 0.3" in md
+    assert "```yaml\nplugins:" in md and "\ntask:\n  name: toy_panels" in md and "prune:\n  threshold: 0.3" in md
     assert (f"- Derived child: {len(arch.connections)} of 7 candidate connections kept (w ≥ 0.3); removed stages: "
             f"{', '.join(arch.removed_stages) or 'none'}.") in md
     assert "- Latency: median of 1 run at 256x256, batch 1" in md

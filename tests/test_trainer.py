@@ -30,9 +30,9 @@ def test_a_trainer_takes_a_plain_stage_string_and_rejects_an_unknown_one(tmp_pat
 
 
 def test_logs_and_checkpoints_hold_the_phase_as_a_plain_string(tmp_path):
-    cfg, tcfg = load_run_config(write_toy_config(tmp_path))
+    cfg = load_run_config(write_toy_config(tmp_path))
     run = tmp_path / "run"
-    search(cfg, tcfg, run, RunOptions(progress=False))
+    search(cfg, run, RunOptions(progress=False))
     for log in ("metrics.jsonl", "connections.jsonl"):
         phases = {json.loads(line)["phase"] for line in (run / log).read_text().splitlines()}
         assert phases == {"search"}, log

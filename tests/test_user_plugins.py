@@ -23,8 +23,8 @@ from tests.toy_task import TOY_YAML
 from tests.user_plugins import DepthwiseSeparable, GateSum
 
 USER_YAML = (TOY_YAML
-             .replace("plugins: [tests.toy_task]", "plugins: [tests.toy_task, tests.user_plugins]\n"
-                                                   "  edges: {op: dwsep}")
+             .replace("plugins: [tests.toy_task]", "plugins: [tests.toy_task, tests.user_plugins]")
+             .replace("space:\n", "space:\n  edges: {op: dwsep}\n")
              .replace("decoder: {depth: {rule: constant, value: 8}}",
                       "decoder: {depth: {rule: constant, value: 8}, fusion: gate_sum}")
              .replace("train: {epochs: 2, batch_size: 4}", "train: {epochs: 2, batch_size: 4, inherit: true}"))

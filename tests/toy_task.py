@@ -78,9 +78,9 @@ if "toy" not in TASKS:
 
 TOY_YAML = """
 seed: 0
+plugins: [tests.toy_task]
 task: {name: toy}
 space:
-  plugins: [tests.toy_task]
   encoder: {name: tiny, params: {channels: [8, 8], strides: [2, 4]}}
   ground: [{name: G, source: -1, size: 1}]
   decoder: {depth: {rule: constant, value: 8}}

@@ -1,6 +1,6 @@
 """A user's own fusion and edge op, written against the plug-in contracts alone (``sparseconn.ops``).
 
-A config loads this module with ``space.plugins: [tests.user_plugins]``:
+A config loads this module with ``plugins: [tests.user_plugins]``:
 
 - ``gate_sum``: a fusion with parameters, a learned per-input, per-channel gate in (0, 1):
   ``T = sum_i sigmoid(g_i) * (w_i * x_i)``. A child keeps the gates of its kept inputs (``inherit``).

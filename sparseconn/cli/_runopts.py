@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import typer
@@ -31,23 +32,24 @@ FAST_DEV_RUN = {
 }
 
 
-def load_config(path: Path, overrides: list[str] | None, seed: int | None, fast: bool) -> tuple[RunConfig, object]:
+def load_config(path: Path, overrides: list[str] | None, seed: int | None, fast: bool) -> RunConfig:
     """Read, override and validate a run config; ``--fast-dev-run`` shrinks it after the user's values are
     checked (a bad ``search.epochs`` in the file is reported, not silently replaced), ``--set`` still wins."""
     raw = read_yaml(path)
     data = apply_overrides(raw, list(overrides or []))
     if seed is not None:
         data["seed"] = seed
-    checked = validate_run_config(data, str(path))  # imports space.plugins, so plugin tasks are registered
+    cfg = validate_run_config(data, str(path))  # imports the plug-ins, so plugin tasks are registered
     if not fast:
-        return checked
-    cfg, _ = checked
-    task = TASKS.get(cfg.task["name"])
+        return cfg
+    task = TASKS.get(cfg.task.name)
     extra = {**FAST_DEV_RUN, **{f"task.{k}": v for k, v in task.fast_dev_run.items()}}
     data = apply_overrides(apply_overrides(raw, [f"{k}={v}" for k, v in extra.items()]), list(overrides or []))
     if seed is not None:
         data["seed"] = seed
-    return validate_run_config(data, str(path))
+    with warnings.catch_warnings():  # the first validation warned about old keys already
+        warnings.simplefilter("ignore", FutureWarning)
+        return validate_run_config(data, str(path))
 
 
 def default_out(config: Path, out: Path | None, suffix: str = "") -> Path:

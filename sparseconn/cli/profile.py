@@ -34,9 +34,9 @@ def profile_source(source: Path, size: tuple[int, int], batch: int = 1, latency:
         from sparseconn.engine.loading import make_task
         from sparseconn.models import build_model
 
-        cfg, task_cfg = load_run_config(source)
+        cfg = load_run_config(source)
         assert cfg.model is not None  # the file sets it
-        net = build_model(cfg.model.name, cfg.model.params, cfg.space, make_task(cfg, task_cfg))
+        net = build_model(cfg.model.name, cfg.model.params, cfg.space, make_task(cfg))
         kind, in_ch = cfg.model.name, cfg.space.in_channels
     else:
         cfg = load_space_config(source)

@@ -24,10 +24,10 @@ def search_cmd(config: Path = typer.Argument(..., help="Run config YAML, e.g. ta
     """Train the supernet: task loss plus connection regularizers (Eq. 2)."""
     from sparseconn.engine.jobs import search
 
-    cfg, task_cfg = load_config(config, set_, seed, fast_dev_run)
+    cfg = load_config(config, set_, seed, fast_dev_run)
     opts = run_options(device, resume, quiet)
     out = default_out(config, out, "-search")
-    summary = search(cfg, task_cfg, out, opts)
+    summary = search(cfg, out, opts)
     if opts.dist.is_main:
         typer.echo(f"search finished: best {summary['best']['metric']} {summary['best']['value']} "
                    f"(epoch {summary['best']['epoch']}); run folder {out}")
@@ -63,14 +63,14 @@ def train_cmd(config: Path = typer.Argument(..., help="Run config YAML."),
     from sparseconn.architecture import Architecture
     from sparseconn.engine.jobs import train, train_model
 
-    cfg, task_cfg = load_config(config, set_, seed, fast_dev_run)
+    cfg = load_config(config, set_, seed, fast_dev_run)
     if cfg.model is not None:
         if arch is not None or inherit is not None:
             raise SparseconnError(f"{config} sets model: {cfg.model.name!r} (a fixed model); --arch and --inherit "
                                   "are for searched children: drop them, or use a config without `model:`")
         opts = run_options(device, resume, quiet)
         out = default_out(config, out, "-train")
-        summary = train_model(cfg, task_cfg, out, opts)
+        summary = train_model(cfg, out, opts)
         if opts.dist.is_main:
             typer.echo(f"training finished ({summary['epochs']} epochs): best {summary['best']['metric']} "
                        f"{summary['best']['value']}; run folder {out}")
@@ -88,7 +88,7 @@ def train_cmd(config: Path = typer.Argument(..., help="Run config YAML."),
         inherit = found[0]
     opts = run_options(device, resume, quiet)
     out = default_out(config, out, "-train")
-    summary = train(cfg, task_cfg, architecture, out, opts, inherit_from=inherit)
+    summary = train(cfg, architecture, out, opts, inherit_from=inherit)
     if opts.dist.is_main:
         typer.echo(f"training finished: best {summary['best']['metric']} {summary['best']['value']}; run folder {out}")
 
@@ -164,10 +164,10 @@ def pipeline_cmd(config: Path = typer.Argument(..., help="Run config YAML."), ou
     """Search -> prune -> retrain -> evaluate, in one run folder."""
     from sparseconn.engine.pipeline import pipeline
 
-    cfg, task_cfg = load_config(config, set_, seed, fast_dev_run)
+    cfg = load_config(config, set_, seed, fast_dev_run)
     opts = run_options(device, resume, quiet)
     out = default_out(config, out)
-    summary = pipeline(cfg, task_cfg, out, opts)
+    summary = pipeline(cfg, out, opts)
     if opts.dist.is_main:
         typer.echo(f"connections: {summary['connections']} of {summary['candidates']} kept; "
                    f"removed stages: {', '.join(summary['removed_stages']) or 'none'}")

@@ -72,7 +72,7 @@ def model_baselines(cfg: RunConfig) -> list[tuple[str, ModelBaseline]]:
     return out
 
 
-def baseline_config(cfg: RunConfig, entry: ModelBaseline, source: str) -> tuple[RunConfig, Any]:
+def baseline_config(cfg: RunConfig, entry: ModelBaseline, source: str) -> RunConfig:
     """The run config of a model baseline: the run's, with ``model`` set, no inheritance from a supernet,
     and only the task's own baselines (its model and run entries belong to the parent run)."""
     data = cfg.model_dump(mode="json")
@@ -83,13 +83,13 @@ def baseline_config(cfg: RunConfig, entry: ModelBaseline, source: str) -> tuple[
     return validate_run_config(data, source)
 
 
-def train_baselines(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOptions()) -> dict[str, Any]:
+def train_baselines(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions()) -> dict[str, Any]:
     """Train every model entry of ``evaluate.baselines`` in ``out/baselines/<slug>/`` with the run's ``train``
     settings; with ``opts.resume`` a finished one is kept and an unfinished one continues."""
     summaries: dict[str, Any] = {}
     for s, entry in model_baselines(cfg):
         folder = Path(out) / BASELINES_DIR / s
-        sub_cfg, sub_task = baseline_config(cfg, entry, f"{out / 'config.yaml'} (evaluate.baselines: {s})")
+        sub_cfg = baseline_config(cfg, entry, f"{out / 'config.yaml'} (evaluate.baselines: {s})")
         if opts.resume and (folder / "train_summary.json").is_file():  # finished before the kill
             summaries[s] = json.loads((folder / "train_summary.json").read_text(encoding="utf-8")).get("best")
             continue
@@ -100,7 +100,7 @@ def train_baselines(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions =
         else:
             prepare_run_dir(folder, sub_cfg, resume, opts.dist)
         run_opts = RunOptions(device=opts.device, resume=resume, progress=opts.progress, dist=opts.dist)
-        summaries[s] = train_model(sub_cfg, sub_task, folder, run_opts, prepare=False)["best"]
+        summaries[s] = train_model(sub_cfg, folder, run_opts, prepare=False)["best"]
     return summaries
 
 
@@ -115,10 +115,10 @@ def check_baseline_runs(cfg: RunConfig) -> list[LoadedModel]:
             lm = load_model(entry.run)
         except SparseconnError as exc:
             raise ConfigError(f"evaluate.baselines.{i}: {exc}") from None
-        theirs = (lm.cfg.task["name"], lm.cfg.space.in_channels)
-        if theirs != (cfg.task["name"], cfg.space.in_channels):
+        theirs = (lm.cfg.task.name, lm.cfg.space.in_channels)
+        if theirs != (cfg.task.name, cfg.space.in_channels):
             raise ConfigError(f"evaluate.baselines.{i}: {entry.run} is a {theirs[0]!r} model of {theirs[1]} input "
-                              f"channel(s); this run is {cfg.task['name']!r} with {cfg.space.in_channels}")
+                              f"channel(s); this run is {cfg.task.name!r} with {cfg.space.in_channels}")
         loaded.append(lm)
     return loaded
 

@@ -1,24 +1,31 @@
 """The run configuration: one pydantic tree, loaded from YAML with ``--set a.b=value`` overrides.
 
-Sections: ``task`` (validated by the task's own ``Config``), ``space`` (the core's
-:class:`~sparseconn.config.SpaceConfig`), ``search`` and ``train`` (:class:`TrainConfig`),
-``prune`` and ``evaluate``. Every error names the key path and the file.
+Sections: ``plugins`` and ``checkpointing`` (run-level settings), ``task`` (validated by the task's own
+``Config``, a :class:`~sparseconn.task.TaskConfig`, and carried as that typed object), ``space`` (the core's
+:class:`~sparseconn.config.SpaceConfig`: only what builds the network), ``search``
+(:class:`SearchConfig`), ``train`` (:class:`TrainConfig`), ``prune``, ``evaluate`` and ``model``. Every
+error names the key path and the file.
+
+Configs written before sparseconn 0.2 keep loading: ``space.plugins`` and ``space.checkpointing`` move to
+the run level, and the keys of the other section that an old ``search``/``train`` section carried at
+their defaults are dropped (a non-default one is an error naming its section).
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from sparseconn.config import SpaceConfig, format_validation_error, read_yaml, validate
 from sparseconn.errors import ConfigError, SparseconnError
 from sparseconn.registry import import_modules
 from sparseconn.schema import StrictModel
-from sparseconn.task import TASKS
+from sparseconn.task import TASKS, TaskConfig
 
 
 class OptimizerConfig(StrictModel):
@@ -49,28 +56,68 @@ class RegularizerConfig(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class TrainConfig(StrictModel):
+class TrainingConfig(StrictModel):
+    """What the search and the retraining share: epochs, batches, optimiser, schedule, precision, limits."""
+
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=8, ge=1)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    connection_optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(lr=1e-2))
-    """Optimiser of the connection weights (search only), with its own settings."""
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    regularizers: list[RegularizerConfig] = Field(default_factory=list)
-    """Connection losses added to Loss_t during the search (Eq. 2); ignored when retraining."""
-    cost_size: tuple[int, int] = (256, 256)
-    """Input size at which ``cost_weighted_sparsity`` measures each connection's MACs."""
     grad_clip: float | None = Field(default=5.0, gt=0)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     """auto: bf16 (or fp16 with loss scaling) on CUDA, off on CPU."""
-    inherit: bool = False
-    """Retraining only: start the child from the supernet's weights instead of from scratch."""
     limit_train_batches: int | None = Field(default=None, ge=1)
     limit_val_batches: int | None = Field(default=None, ge=1)
     num_workers: int = Field(default=0, ge=0)
     bn_recalibration: int = Field(default=16, ge=0)
     """Precise BN: before each validation, re-estimate BatchNorm statistics over this many training
     batches with the epoch's final weights (0: keep the running averages)."""
+
+    _OTHER: ClassVar[tuple[str, tuple[str, ...]]] = ("", ())
+    """The other section's name and its own keys (an old config carried them here at their defaults)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_of_the_other_section(cls, data: Any) -> Any:
+        other, keys = cls._OTHER
+        if not isinstance(data, dict) or not any(k in data for k in keys):
+            return data
+        other_cls = SearchConfig if other == "search" else TrainConfig
+        default = other_cls()
+        data = dict(data)
+        for key in keys:
+            if key not in data:
+                continue
+            value = data.pop(key)
+            try:
+                same = getattr(other_cls.model_validate({key: value}), key) == getattr(default, key)
+            except ValidationError:
+                same = False
+            if not same:
+                raise ValueError(f"{key} is a {other} setting: move it to {other}.{key}")
+        return data
+
+
+class SearchConfig(TrainingConfig):
+    """The ``search`` section: the supernet's training, with its connection weights and their losses."""
+
+    connection_optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(lr=1e-2))
+    """Optimiser of the connection weights, with its own settings."""
+    regularizers: list[RegularizerConfig] = Field(default_factory=list)
+    """Connection losses added to Loss_t (Eq. 2 of the paper)."""
+    cost_size: tuple[int, int] = (256, 256)
+    """Input size at which ``cost_weighted_sparsity`` measures each connection's MACs."""
+
+    _OTHER: ClassVar[tuple[str, tuple[str, ...]]] = ("train", ("inherit",))
+
+
+class TrainConfig(TrainingConfig):
+    """The ``train`` section: a child (or a fixed model) retrained with the task loss alone."""
+
+    inherit: bool = False
+    """Start the child from the supernet's weights instead of from scratch."""
+
+    _OTHER: ClassVar[tuple[str, tuple[str, ...]]] = ("search", ("connection_optimizer", "regularizers", "cost_size"))
 
 
 class PruneConfig(StrictModel):
@@ -148,11 +195,39 @@ class EvaluateConfig(StrictModel):
         return [_baseline_entry(i, v) for i, v in enumerate(value)]
 
 
+RUN_LEVEL = ("plugins", "checkpointing")
+"""Run-level keys that sat in the ``space`` section before sparseconn 0.2."""
+
+
+def migrate(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """An old run config made current, and the old keys it moved (``space.plugins`` -> ``plugins``,
+    ``space.checkpointing`` -> ``checkpointing``); a key set in both places with different values is an error."""
+    space = data.get("space")
+    if not isinstance(space, dict) or not any(k in space for k in RUN_LEVEL):
+        return data, []
+    data, space, moved = dict(data), dict(space), []
+    for key in RUN_LEVEL:
+        if key in space:
+            value = space.pop(key)
+            if key in data and data[key] != value:
+                raise ConfigError(f"space.{key} is {value!r} but {key} is {data[key]!r}: {key} is a run-level "
+                                  f"setting now; remove space.{key}")
+            data.setdefault(key, value)
+            moved.append(f"space.{key}")
+    data["space"] = space
+    return data, moved
+
+
 class RunConfig(StrictModel):
-    task: dict[str, Any]
-    """``name`` (task registry name) plus the task's own options."""
+    plugins: list[str] = Field(default_factory=list)
+    """Modules imported before anything is built, so that user tasks, encoders, edge rules, edge ops,
+    fusions and heads can register themselves (e.g. ``[my_pkg.my_space]``)."""
+    checkpointing: bool = False
+    """Gradient checkpointing of each decoder stage while training (saves supernet memory)."""
+    task: SerializeAsAny[TaskConfig]
+    """``name`` (the task's registry name) plus the task's own options, validated by its ``Config``."""
     space: SpaceConfig
-    search: TrainConfig = Field(default_factory=TrainConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
@@ -161,25 +236,46 @@ class RunConfig(StrictModel):
     ``space`` gives it the run's ``in_channels``, ``input`` op and ``head``."""
     seed: int = 0
 
-    @model_validator(mode="after")
-    def _task_named(self) -> RunConfig:
-        if not isinstance(self.task.get("name"), str):
-            raise ValueError("task.name is required (a task registry name, e.g. phase_retrieval)")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _run_level_keys(cls, data: Any) -> Any:
+        """Old keys moved, and the plug-ins imported before the task section is read (user tasks may
+        live in them)."""
+        if not isinstance(data, dict):
+            return data
+        data = migrate(data)[0]
+        plugins = data.get("plugins", [])
+        if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+            import_modules(plugins)  # (a malformed list is left to the field's validation)
+        return data
 
-    def task_config(self, source: str = "config") -> BaseModel:
-        """The task section validated by the task's own ``Config`` model and checked against ``space``."""
-        cls = TASKS.get(self.task["name"])
-        body = {k: v for k, v in self.task.items() if k != "name"}
-        task_cfg = validate(cls.Config, body, source, "task")
-        try:
-            cls.check_space(task_cfg, self.space)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-        return task_cfg
+    @field_validator("task", mode="before")
+    @classmethod
+    def _typed_task(cls, value: Any) -> Any:
+        """A ``task`` dict becomes its task's ``Config`` (:func:`validate_run_config` does it first, with
+        errors that name the file; this serves ``RunConfig.model_validate`` called directly)."""
+        if isinstance(value, TaskConfig) or not isinstance(value, dict):
+            return value
+        return task_config_class(value.get("name")).model_validate(value)
+
+    def task_config(self, source: str = "config") -> TaskConfig:
+        """The typed task section (kept for callers written before it was carried typed as ``task``)."""
+        return self.task
 
     def dump(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def task_config_class(name: Any) -> type[TaskConfig]:
+    """The ``Config`` of the task registered as ``name``; a one-line error if there is none or it breaks
+    the contract (it must subclass :class:`~sparseconn.task.TaskConfig`)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"task.name is {name!r}; expected a task registry name, e.g. phase_retrieval")
+    cls = TASKS.get(name).Config
+    if not (isinstance(cls, type) and issubclass(cls, TaskConfig)):
+        raise ConfigError(f"task {name!r}: its Config ({getattr(cls, '__name__', cls)!r}) must subclass "
+                          "sparseconn.task.TaskConfig")
+    return cls
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -214,21 +310,42 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-def load_run_config(path: str | Path, overrides: list[str] | None = None) -> tuple[RunConfig, BaseModel]:
-    """Read, override and validate a run config; returns it with the validated task section."""
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read, override and validate a run config. Keys an older sparseconn kept elsewhere are moved, with a
+    warning naming their new place."""
     data = apply_overrides(read_yaml(path), overrides or [])
     return validate_run_config(data, str(path))
 
 
-def validate_run_config(data: dict[str, Any], source: str) -> tuple[RunConfig, BaseModel]:
+def validate_run_config(data: dict[str, Any], source: str, warn: bool = True) -> RunConfig:
+    """A run config from its data: plug-ins imported first (user tasks may live in them), then the task
+    section validated by the task's own ``Config`` and checked against ``space``, then the rest. Keys an
+    older sparseconn kept elsewhere are moved, with a warning naming their new place unless ``warn`` is
+    False (configs stored in old checkpoints)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    data, moved = migrate(data)
+    for key in moved if warn else []:
+        warnings.warn(f"{source}: {key} is a run-level setting since sparseconn 0.2: write it as "
+                      f"{key.split('.', 1)[1]} at the top of the config", FutureWarning, stacklevel=2)
+    plugins = data.get("plugins", [])
+    if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+        import_modules(plugins)  # (a malformed list is left to the validation below)
+    task = data.get("task")
+    if not isinstance(task, dict):
+        raise ConfigError(f"{source}: task: expected a mapping with name (a task registry name), got {task!r}")
+    cls = task_config_class(task.get("name"))
+    data = {**data, "task": validate(cls, task, source, "task")}
     cfg = validate(RunConfig, data, source)
-    import_modules(cfg.space.plugins)  # user tasks may live in the plugin modules
-    task_cfg = cfg.task_config(source)
-    _check_models(cfg, task_cfg, source)
-    return cfg, task_cfg
+    try:
+        TASKS.get(cfg.task.name).check_space(cfg.task, cfg.space)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    _check_models(cfg, source)
+    return cfg
 
 
-def _check_models(cfg: RunConfig, task_cfg: BaseModel, source: str) -> None:
+def _check_models(cfg: RunConfig, source: str) -> None:
     """Model names and parameters of ``model`` and ``evaluate.baselines``, and the task baseline names,
     checked when the config is read (not after a long search)."""
     from sparseconn.models import check_model_params
@@ -246,6 +363,6 @@ def _check_models(cfg: RunConfig, task_cfg: BaseModel, source: str) -> None:
         from sparseconn.engine.baselines import task_baselines
 
         try:
-            task_baselines(TASKS.get(cfg.task["name"])(task_cfg), names)
+            task_baselines(TASKS.get(cfg.task.name)(cfg.task), names)
         except SparseconnError as exc:
             raise ConfigError(f"{source}: {exc}") from None

@@ -226,7 +226,7 @@ def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOpti
     max_memory = parse_max_memory(max_memory)
     check_engine(engine)
     lm = load_model(model)
-    task = make_task(lm.cfg, lm.task_cfg)
+    task = make_task(lm.cfg)
     files = _expand(inputs, task.input_suffixes)  # check every input before any work
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -397,7 +397,7 @@ def export(model: Path, fmt: str, out: Path, size: tuple[int, int] = (256, 256),
         else:
             _export_torchscript(net, x, tmp)
         if check:
-            task = make_task(lm.cfg, lm.task_cfg)
+            task = make_task(lm.cfg)
             run = _runner(fmt, tmp)
             cases = [(traced, 1)] if fixed else list(zip(check_sizes(traced, stride), (1, 2), strict=True))
             for (h, w), b in cases:

@@ -101,7 +101,7 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
         check_engine(engine)
     run = Path(run)
     lm = load_model(run)
-    cfg, task = lm.cfg, make_task(lm.cfg, lm.task_cfg)
+    cfg, task = lm.cfg, make_task(lm.cfg)
     ecfg = cfg.evaluate
     size = tuple(latency_size or ecfg.latency_size)
     models: dict[str, LoadedModel] = {lm.label(task): lm}

@@ -75,15 +75,16 @@ def refuse_model(cfg: RunConfig, job: str) -> None:
                               "use; train it with `sparseconn train CONFIG` (no --arch), or remove `model:`")
 
 
-def search(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOptions(), ckpt_prefix: str = "",
+def search(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(), ckpt_prefix: str = "",
            prepare: bool = True) -> dict[str, Any]:
     """Train the supernet with Eq. (2): the task loss plus the connection regularizers. Writes
     ``{ckpt_prefix}summary.json`` and returns the summary."""
     refuse_model(cfg, "search")
     seed_everything(cfg.seed)
-    task = make_task(cfg, task_cfg)
+    task = make_task(cfg)
     space = SearchSpace(cfg.space)
     net = build_supernet(space)
+    net.checkpointing = cfg.checkpointing
     reg_ctx = regularizer_context(space, cfg.search.cost_size)
     datasets = task.datasets(cfg.seed)
     if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
@@ -107,7 +108,7 @@ def prune(run: Path, threshold: float | None = None, redundancy: bool | None = N
     run = Path(run)
     probe, probe_ckpt = read_checkpoint(run, "last", kind="supernet" if run.is_dir() else None)
     check_run_membership(probe, probe_ckpt)
-    cfg, _ = config_of(probe_ckpt, probe)
+    cfg = config_of(probe_ckpt, probe)
     path, ckpt = (probe, probe_ckpt) if not run.is_dir() else \
         read_checkpoint(run, which or cfg.prune.checkpoint, kind="supernet")
     if ckpt.get("kind") != "supernet" or not isinstance(ckpt.get("connections"), dict):
@@ -122,6 +123,7 @@ def prune(run: Path, threshold: float | None = None, redundancy: bool | None = N
     arch = derive(space.graph, cfg.space, ckpt["connections"],
                   cfg.prune.threshold if threshold is None else threshold,
                   cfg.prune.redundancy if redundancy is None else redundancy)
+    arch.plugins = list(cfg.plugins)
     if out is not None:
         target = Path(out)
     elif run.is_dir():
@@ -132,19 +134,20 @@ def prune(run: Path, threshold: float | None = None, redundancy: bool | None = N
     return arch
 
 
-def train(cfg: RunConfig, task_cfg: Any, arch: Architecture, out: Path, opts: RunOptions = RunOptions(),
+def train(cfg: RunConfig, arch: Architecture, out: Path, opts: RunOptions = RunOptions(),
           inherit_from: Path | None = None, prepare: bool = True) -> dict[str, Any]:
     """Retrain the child of ``arch`` with the task loss alone (optionally from inherited weights). Writes
     ``train_summary.json`` and returns the summary."""
     refuse_model(cfg, "retraining a searched child (--arch)")
     seed_everything(cfg.seed)
-    task = make_task(cfg, task_cfg)
+    task = make_task(cfg)
     inherit = None
     if cfg.train.inherit or inherit_from is not None:
         if inherit_from is None:
             raise SparseconnError("train.inherit is set but no supernet checkpoint was given to inherit from")
         inherit = load_supernet(inherit_from, arch.space).eval()
     net = build_child(arch, inherit=inherit)
+    net.checkpointing = cfg.checkpointing
     datasets = task.datasets(cfg.seed)
     if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
         prepare_run_dir(out, cfg, opts.resume, opts.dist)
@@ -162,7 +165,7 @@ def train(cfg: RunConfig, task_cfg: Any, arch: Architecture, out: Path, opts: Ru
     return summary
 
 
-def train_model(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOptions(),
+def train_model(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(),
                 prepare: bool = True) -> dict[str, Any]:
     """Train the fixed model of ``cfg.model`` with the task loss and the ``train`` settings. Writes
     ``train_summary.json`` and returns the summary.
@@ -178,7 +181,7 @@ def train_model(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = Run
         raise SparseconnError(f"train.inherit is set, but model {cfg.model.name!r} is fixed, not pruned from a "
                               "supernet: set train.inherit: false (--set train.inherit=false)")
     seed_everything(cfg.seed)
-    task = make_task(cfg, task_cfg)
+    task = make_task(cfg)
     net = build_model(cfg.model.name, cfg.model.params, cfg.space, task)
     arch = getattr(net, "architecture", None)
     datasets = task.datasets(cfg.seed)

@@ -22,13 +22,14 @@ from sparseconn.engine.rundir import check_run_membership, config_of, find_check
 from sparseconn.errors import CheckpointError
 from sparseconn.models import build_model, graph_model
 from sparseconn.network import GraphNet, build_supernet
+from sparseconn.registry import import_modules
 from sparseconn.space import SearchSpace
 from sparseconn.task import TASKS, Task
 
 
-def make_task(cfg: RunConfig, task_cfg: Any) -> Task:
-    """The task that ``cfg`` names, built with its validated ``task`` settings."""
-    return TASKS.get(cfg.task["name"])(task_cfg)
+def make_task(cfg: RunConfig) -> Task:
+    """The task that ``cfg`` names, built with its typed ``task`` section."""
+    return TASKS.get(cfg.task.name)(cfg.task)
 
 
 @dataclass
@@ -37,7 +38,6 @@ class LoadedModel:
 
     net: nn.Module
     cfg: RunConfig
-    task_cfg: Any
     kind: str
     path: Path
     checkpoint: dict[str, Any]
@@ -55,7 +55,7 @@ def load_supernet(path: Path, space: SpaceConfig | None = None) -> GraphNet:
     ckpt = load_checkpoint(path)
     if ckpt.get("kind") != "supernet":
         raise CheckpointError(f"{path} is not a search (supernet) checkpoint")
-    cfg, _ = config_of(ckpt, path)
+    cfg = config_of(ckpt, path)
     where = None if space is None else space_difference(space.model_dump(mode="json"),
                                                          cfg.space.model_dump(mode="json"))
     if where is not None:
@@ -66,7 +66,7 @@ def load_supernet(path: Path, space: SpaceConfig | None = None) -> GraphNet:
     return net
 
 
-def _fixed_model(ckpt: dict[str, Any], cfg: RunConfig, task_cfg: Any, path: Path) -> nn.Module:
+def _fixed_model(ckpt: dict[str, Any], cfg: RunConfig, path: Path) -> nn.Module:
     """The model of a ``"model"`` checkpoint: its stored architecture, else its builder again."""
     try:
         spec = ModelConfig.model_validate(ckpt.get("model_config"))
@@ -76,7 +76,7 @@ def _fixed_model(ckpt: dict[str, Any], cfg: RunConfig, task_cfg: Any, path: Path
     name = ckpt.get("display_name") if isinstance(ckpt.get("display_name"), str) else spec.name
     if arch is not None:  # e.g. `architecture` with a path that has moved since: the checkpoint is enough
         return graph_model(arch, name)
-    return build_model(spec.name, spec.params, cfg.space, make_task(cfg, task_cfg))
+    return build_model(spec.name, spec.params, cfg.space, make_task(cfg))
 
 
 def load_model(source: Path, which: str = "best") -> LoadedModel:
@@ -91,18 +91,19 @@ def load_model(source: Path, which: str = "best") -> LoadedModel:
         path = find_checkpoint(source)
     ckpt = load_checkpoint(path)
     check_run_membership(path, ckpt, source if source.is_dir() else None)
-    cfg, task_cfg = config_of(ckpt, path)
+    cfg = config_of(ckpt, path)
     if ckpt.get("kind") == "child":
         try:
             arch = Architecture.model_validate(ckpt["architecture"])
         except Exception as exc:  # pydantic errors from a damaged file: report, do not crash
             raise CheckpointError(f"{path}: stored architecture is invalid ({str(exc).splitlines()[0]})") from None
+        import_modules(arch.plugins)
         net = GraphNet(arch.space, arch.graph(), gated=False, edge_bias=bool(ckpt.get("edge_bias")))
     elif ckpt.get("kind") == "supernet":
         net = build_supernet(SearchSpace(cfg.space))
     elif ckpt.get("kind") == "model":
-        net = _fixed_model(ckpt, cfg, task_cfg, path)
+        net = _fixed_model(ckpt, cfg, path)
     else:
         raise CheckpointError(f"{path}: unknown model kind {ckpt.get('kind')!r}")
     load_model_state(net, ckpt, path)
-    return LoadedModel(net.eval(), cfg, task_cfg, ckpt["kind"], path, ckpt)
+    return LoadedModel(net.eval(), cfg, ckpt["kind"], path, ckpt)

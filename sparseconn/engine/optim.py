@@ -1,4 +1,5 @@
-"""Optimisers and per-step learning-rate schedules built from :class:`TrainConfig`."""
+"""Optimisers and per-step learning-rate schedules built from a run's search or train section
+(:class:`~sparseconn.engine.config.TrainingConfig`)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from sparseconn.engine.rundir import prepare_run_dir
 from sparseconn.fileio import atomic_write_json
 
 
-def pipeline(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOptions(),
+def pipeline(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(),
              latency_size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Run every stage; with ``opts.resume`` each stage continues from its own last checkpoint."""
     out = Path(out)
@@ -29,12 +29,12 @@ def pipeline(cfg: RunConfig, task_cfg: Any, out: Path, opts: RunOptions = RunOpt
         prepare_run_dir(out, cfg, False, opts.dist)
     search_done = (out / "search_summary.json").is_file()
     if not search_done:
-        search(cfg, task_cfg, out, opts, ckpt_prefix="search_", prepare=False)
+        search(cfg, out, opts, ckpt_prefix="search_", prepare=False)
     arch = prune(out)
     retrain_opts = dataclasses.replace(opts, resume=opts.resume and (ckpts / "last.pt").is_file())
     inherit = ckpts / "search_best.pt" if cfg.train.inherit else None
-    train_summary = train(cfg, task_cfg, arch, out, retrain_opts, inherit_from=inherit, prepare=False)
-    baselines = train_baselines(cfg, task_cfg, out, opts)
+    train_summary = train(cfg, arch, out, retrain_opts, inherit_from=inherit, prepare=False)
+    baselines = train_baselines(cfg, out, opts)
     summary: dict[str, Any] = {
         "candidates": len(arch.candidates),
         "connections": len(arch.connections),

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from sparseconn.engine.checkpoint import load_checkpoint
-from sparseconn.engine.config import RunConfig, validate_run_config
+from sparseconn.engine.config import RUN_LEVEL, RunConfig, validate_run_config
 from sparseconn.engine.distributed import DistInfo, barrier
 from sparseconn.errors import CheckpointError, SparseconnError
 from sparseconn.fileio import atomic_write_text
@@ -95,12 +95,12 @@ def run_folder_of(checkpoint: Path) -> Path | None:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
 
 
-def config_of(ckpt: dict[str, Any], source: Path) -> tuple[RunConfig, Any]:
-    """The run config stored in a checkpoint, validated (and the task's own config); ``source`` names the
+def config_of(ckpt: dict[str, Any], source: Path) -> RunConfig:
+    """The run config stored in a checkpoint, validated (its task section typed); ``source`` names the
     file in errors."""
     if not isinstance(ckpt.get("config"), dict):
         raise CheckpointError(f"{source} holds no run config")
-    return validate_run_config(ckpt["config"], f"{source} (stored config)")
+    return validate_run_config(ckpt["config"], f"{source} (stored config)", warn=False)
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str:
@@ -116,12 +116,12 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
     return path
 
 
-_NOT_ARCHITECTURE = ("plugins", "checkpointing")  # space settings that change no parameter
+_NOT_ARCHITECTURE = RUN_LEVEL  # configs before 0.2 kept these run settings (no parameter) in the space
 
 
 def space_difference(mine: Any, theirs: Any) -> str | None:
     """``space.<key>`` where two dumped space configs build different networks, or None if they match
-    (``plugins`` and ``checkpointing`` change no parameter and are not compared)."""
+    (``plugins`` and ``checkpointing``, which older configs kept in the space, are not compared)."""
     if not isinstance(mine, dict) or not isinstance(theirs, dict):
         return None if mine == theirs else "space"
     a = {k: v for k, v in mine.items() if k not in _NOT_ARCHITECTURE}

@@ -31,7 +31,7 @@ from sparseconn.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from sparseconn.engine.config import TrainConfig
+from sparseconn.engine.config import SearchConfig, TrainingConfig
 from sparseconn.engine.distributed import DistInfo, all_reduce_sum, assert_same_on_all_ranks
 from sparseconn.engine.inference import amp_dtype, autocast, predict
 from sparseconn.engine.metrics import MetricAccumulator
@@ -89,7 +89,8 @@ class _Loop:
 class Trainer:
     net: nn.Module
     task: Task
-    cfg: TrainConfig
+    cfg: TrainingConfig
+    """The run's ``search`` section (:class:`SearchConfig`) for the search, ``train`` for retraining."""
     run_dir: Path
     stage: Phase  # a plain "search" or "train" is accepted and converted
     payload: dict[str, Any]  # plain data stored in every checkpoint (config, architecture, kind)
@@ -130,7 +131,14 @@ class Trainer:
         if self.stage is not Phase.SEARCH or supernet is None:
             return {}
         w = supernet.connections.vector().float()
-        return {r.name: r.coef * REGULARIZERS.get(r.name)(w, self.reg_ctx, **r.params) for r in self.cfg.regularizers}
+        return {r.name: r.coef * REGULARIZERS.get(r.name)(w, self.reg_ctx, **r.params)
+                for r in self._search_cfg().regularizers}
+
+    def _search_cfg(self) -> SearchConfig:
+        if not isinstance(self.cfg, SearchConfig):
+            raise SparseconnError(f"the search stage needs the run's search section (a SearchConfig), "
+                                  f"got a {type(self.cfg).__name__}")
+        return self.cfg
 
     # -- evaluation ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -200,9 +208,9 @@ class Trainer:
         opts = [make_optimizer(cfg.optimizer, weight_groups(net, cfg.optimizer))]
         supernet = gated(net)
         if self.stage is Phase.SEARCH and supernet is not None:
-            opts.append(make_optimizer(cfg.connection_optimizer, [
-                {"params": supernet.connection_parameters(), "lr": cfg.connection_optimizer.lr,
-                 "name": "connections"}]))
+            conn = self._search_cfg().connection_optimizer
+            opts.append(make_optimizer(conn, [
+                {"params": supernet.connection_parameters(), "lr": conn.lr, "name": "connections"}]))
         scheds = [make_scheduler(o, cfg.schedule, total, steps) for o in opts]
         dtype = amp_dtype(cfg.amp, self.device)
         scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)

@@ -83,7 +83,7 @@ def add_data_commands(app: typer.Typer) -> None:
 
         if n < 1:
             raise DataError(f"-n must be at least 1, got {n}")
-        _, task_cfg = load_run_config(config, overrides)
+        task_cfg = load_run_config(config, overrides).task
         if not isinstance(task_cfg, PhaseRetrievalConfig):
             raise DataError(f"{config}: task.name must be phase_retrieval for `data synth`")
         _refuse_existing(out, force)

@@ -63,7 +63,7 @@ def run(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("phase_deploy")
     config = base / "tiny.yaml"
     config.write_text(TINY)
-    cfg, _ = load_run_config(config)
+    cfg = load_run_config(config)
     space = SearchSpace(cfg.space)
     arch = derive(space.graph, cfg.space, build_supernet(space).connections.snapshot(), threshold=0.3)
     arch.save(base / "architecture.json")
@@ -81,7 +81,7 @@ def run(tmp_path_factory) -> Path:
 def holograms(run: Path, n: int, size: tuple[int, int] = (70, 90)) -> np.ndarray:
     """``n`` simulated 16-bit holograms (n, H, W) at an odd size (not a multiple of the stride)."""
     lm = load_model(run)
-    task = make_task(lm.cfg, lm.task_cfg)
+    task = make_task(lm.cfg)
     frames = [task.example_input(size, seed=i)[0] for i in range(n)]
     return np.stack([np.round(np.clip(f, 0, 1) * 65535) for f in frames]).astype(np.uint16)
 
@@ -90,7 +90,7 @@ def phase_of(run: Path, frame: np.ndarray) -> np.ndarray:
     """The phase (rad) that ``predict`` gives for one 16-bit frame (H, W)."""
     lm = load_model(run)
     x = torch.from_numpy(frame.astype(np.float32) / 65535.0)[None, None]
-    return predict(lm.net, x)[0, 0].numpy() * make_task(lm.cfg, lm.task_cfg).phase_range
+    return predict(lm.net, x)[0, 0].numpy() * make_task(lm.cfg).phase_range
 
 
 def test_infer_on_a_tiff_stack_writes_a_stack_page_by_page(run, tmp_path, monkeypatch):

@@ -38,8 +38,8 @@ def invoke(*args: object):
 
 @pytest.mark.parametrize("config", [UNET, SPARSEMASK])
 def test_shipped_baseline_configs_use_the_demos_data_and_input(config):
-    cfg, _ = load_run_config(config)
-    demo, _ = load_run_config(DEMO)
+    cfg = load_run_config(config)
+    demo = load_run_config(DEMO)
     assert cfg.task == demo.task and cfg.evaluate == demo.evaluate
     assert (cfg.space.in_channels, cfg.space.input, cfg.space.head) == (1, demo.space.input, demo.space.head)
     assert cfg.model is not None and not cfg.train.inherit
@@ -55,7 +55,7 @@ def test_shipped_baseline_configs_train_with_fast_dev_run(tmp_path, config, extr
     run = tmp_path / "R"
     assert "training finished" in invoke("train", config, "--out", run, *FAST, *extra).output
     lm = load_model(run)
-    assert lm.kind == "model" and lm.label(make_task(lm.cfg, lm.task_cfg)) == name
+    assert lm.kind == "model" and lm.label(make_task(lm.cfg)) == name
     assert lm.net.num_connections == connections and (run / "architecture.json").is_file() == (connections == 15)
     x = torch.rand(1, 1, 50, 70)
     assert predict(lm.net, x).shape == (1, 1, 50, 70)
@@ -87,11 +87,11 @@ def test_classical_model_run_evaluates_and_infers(classical_run, tmp_path):
     mine, task_row = rows["FT + unwrap (classical model)"], rows["FT + unwrap (classical)"]
     assert mine["psnr"] == pytest.approx(task_row["psnr"]) and mine["ssim"] == pytest.approx(task_row["ssim"])
     assert mine["params"] == 0 and mine["macs"] is None and mine["latency_ms"] > 0
-    holo = make_task(lm.cfg, lm.task_cfg).example_input((64, 64))
+    holo = make_task(lm.cfg).example_input((64, 64))
     np.save(tmp_path / "h.npy", holo[0])
     invoke("infer", classical_run, tmp_path / "h.npy", "--out", tmp_path / "pred", "--device", "cpu")
     phase = tifffile.imread(tmp_path / "pred" / "h.tif")
-    assert phase.shape == (64, 64) and 0 <= phase.min() and phase.max() <= lm.task_cfg.resolved_phase_range()
+    assert phase.shape == (64, 64) and 0 <= phase.min() and phase.max() <= lm.cfg.task.resolved_phase_range()
 
 
 def test_classical_model_refuses_export(classical_run, tmp_path):
@@ -101,8 +101,8 @@ def test_classical_model_refuses_export(classical_run, tmp_path):
 
 
 def test_task_baselines_by_name_and_alias():
-    cfg, task_cfg = load_run_config(DEMO)
-    task = make_task(cfg, task_cfg)
+    cfg = load_run_config(DEMO)
+    task = make_task(cfg)
     every = task.baselines()
     assert list(task_baselines(task, True)) == list(every) and task_baselines(task, False) == {}
     assert list(task_baselines(task, ["zero", "FT + unwrap (classical)"])) == ["zero phase", "FT + unwrap (classical)"]

@@ -34,7 +34,8 @@ def make_task(**overrides) -> PhaseRetrievalTask:
 
 @pytest.mark.parametrize("name", ["phase_retrieval.yaml", "phase_retrieval_paper.yaml"])
 def test_shipped_configs_validate(name: str) -> None:
-    cfg, task_cfg = load_run_config(ROOT / "tasks" / name)
+    cfg = load_run_config(ROOT / "tasks" / name)
+    task_cfg = cfg.task
     assert isinstance(task_cfg, PhaseRetrievalConfig)
     assert TASKS.get("phase_retrieval") is PhaseRetrievalTask
     regs = {r.name: r for r in cfg.search.regularizers}

@@ -34,7 +34,8 @@ def one_hot_logits(label: torch.Tensor, k: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", ["segmentation.yaml", "segmentation_voc.yaml"])
 def test_shipped_configs_validate(name: str) -> None:
-    cfg, task_cfg = load_run_config(ROOT / "tasks" / name)
+    cfg = load_run_config(ROOT / "tasks" / name)
+    task_cfg = cfg.task
     assert isinstance(task_cfg, SegmentationConfig) and TASKS.get("segmentation") is SegmentationTask
     assert task_cfg.data.classes == cfg.space.head.params["num_classes"]
     assert [r.name for r in cfg.search.regularizers] == ["stage_target"]
