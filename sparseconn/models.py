@@ -46,7 +46,7 @@ from sparseconn.config import (
 )
 from sparseconn.errors import ArchitectureError, ConfigError
 from sparseconn.graph import edge_key
-from sparseconn.heads import HEADS
+from sparseconn.heads import build_head
 from sparseconn.inputs import build_input_op
 from sparseconn.network import GraphNet, build_child
 from sparseconn.pruning import derive
@@ -242,7 +242,7 @@ class UNet(nn.Module):
             self.up.append(nn.ConvTranspose2d(ch[level + 1], ch[level], 2, stride=2))
             self.merge.append(DoubleConv(2 * ch[level], ch[level]))
         if space.head is not None:
-            self.head = HEADS.get(space.head.name)(ch[0], **space.head.params)
+            self.head = build_head(space.head.name, ch[0], space.head.params)
         else:  # no head configured: the original 1x1 output conv
             self.head = nn.Conv2d(ch[0], out_channels, 1)
         self.has_run_head = space.head is not None

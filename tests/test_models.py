@@ -47,6 +47,15 @@ def test_unet_takes_the_runs_input_op_and_head():
     assert y.shape == (1, 1, 32, 32) and 0 <= float(y.min()) and float(y.max()) <= 1  # the toy head's sigmoid
 
 
+def test_unet_builds_its_head_through_the_head_contract():
+    """Bad head params are the contract's one-line error, not a TypeError from the head's constructor."""
+    space = SpaceConfig(in_channels=1, head=HeadConfig(name="toy_head", params={"classes": 3}))
+    with pytest.raises(ConfigError, match=r"^head 'toy_head' has no parameter 'classes'; valid: out_channels$"):
+        build_model("unet", {"width": 4}, space)
+    space = SpaceConfig(in_channels=1, head=HeadConfig(name="toy_head", params={"out_channels": 2}))
+    assert build_model("unet", {"width": 4}, space).head.out_channels == 2
+
+
 @pytest.mark.parametrize("size", [(37, 45), (17, 64), (33, 31)])
 @pytest.mark.parametrize("name", ["unet", "sparsemask_child"])
 def test_output_size_equals_input_size_through_predict(name, size):
