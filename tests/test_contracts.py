@@ -4,6 +4,7 @@ and their default hooks are right where they claim to be."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -278,6 +279,28 @@ def test_a_parameter_free_fusion_inherits_by_default(registered):
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(child(x), sup(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_registry_docstring_example_is_true(registered):
+    """sparseconn.registry's example registers a Fusion subclass and shows the unknown-name error verbatim."""
+    import sparseconn.registry
+
+    doc = sparseconn.registry.__doc__ or ""
+    lines = list(itertools.takewhile(lambda line: not line or line.startswith("    "),
+                                     doc.split("::\n\n", 1)[1].splitlines()))
+    *code, lookup, unknown = [line[4:] for line in lines if line]
+    registered.append((FUSIONS, "plain_sum"))
+    namespace: dict[str, Any] = {"torch": torch}
+    exec("\n".join(code), namespace)  # the import and the registration
+    assert issubclass(namespace["PlainSum"], Fusion) and eval(lookup.split("#")[0], namespace) is namespace["PlainSum"]
+    fusion = FUSIONS.get("plain_sum")(2, 3)
+    assert torch.equal(fusion([torch.ones(1, 3, 2, 2), torch.ones(1, 3, 2, 2)]), torch.full((1, 3, 2, 2), 2.0))
+    call, expected = unknown.split("  # RegistryError: ")
+    with pytest.raises(SparseconnError) as info:
+        eval(call, namespace)
+    shown = [n for n in FUSIONS.names() if not FUSIONS.get(n).__module__.startswith("tests.")]  # not test plug-ins
+    assert str(info.value).startswith("unknown fusion 'wsum'; available: ")
+    assert expected == f"unknown fusion 'wsum'; available: {', '.join(shown)}"
 
 
 def test_built_in_fusions_keep_their_arithmetic():
