@@ -44,6 +44,7 @@ from sparseconn.config import (
     GroundConfig,
     SpaceConfig,
 )
+from sparseconn.contracts import check_params
 from sparseconn.errors import ArchitectureError, ConfigError
 from sparseconn.graph import edge_key
 from sparseconn.heads import build_head
@@ -77,11 +78,7 @@ def check_model_params(name: str, params: dict[str, Any]) -> None:
     missing = [p for p in valid if sig.parameters[p].default is inspect.Parameter.empty and p not in params]
     if missing:
         raise ConfigError(f"model {name!r} needs parameter {missing[0]!r} (params: {{{missing[0]}: ...}})")
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return
-    bad = [k for k in params if k not in valid]
-    if bad:
-        raise ConfigError(f"model {name!r} has no parameter {bad[0]!r}; valid: {', '.join(valid) or 'none'}")
+    check_params("model", name, fn, params, skip=1, passed=("task",))
 
 
 def build_model(name: str, params: dict[str, Any], space: SpaceConfig, task: Task | None = None) -> nn.Module:
