@@ -1,5 +1,9 @@
 """sparseconn: differentiable-connectivity neural architecture search for dense prediction."""
 
+import importlib.metadata as _metadata
+import re as _re
+from pathlib import Path as _Path
+
 from sparseconn.architecture import Architecture
 from sparseconn.config import SpaceConfig, load_space_config
 from sparseconn.errors import SparseconnError
@@ -8,7 +12,22 @@ from sparseconn.profiling import profile
 from sparseconn.pruning import derive
 from sparseconn.space import SearchSpace
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's ``version``, the one source); in a source
+    tree that is not installed, read from its pyproject.toml."""
+    try:
+        return _metadata.version("sparseconn")
+    except _metadata.PackageNotFoundError:
+        pass
+    pyproject = _Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if not pyproject.is_file():
+        return "0+unknown"
+    found = _re.search(r'^version = "([^"]+)"', pyproject.read_text(encoding="utf-8"), _re.MULTILINE)
+    return found.group(1) if found else "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "Architecture",

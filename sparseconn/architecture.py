@@ -8,7 +8,6 @@ config (encoder, ops, head) and the plug-in modules that register what it names,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from sparseconn.config import SpaceConfig, format_validation_error
 from sparseconn.errors import ArchitectureError, GraphError
-from sparseconn.fileio import atomic_write_json
+from sparseconn.fileio import atomic_write_json, check_format_version, read_json_object
 from sparseconn.graph import NodeInfo, check_graph, edge_key
 from sparseconn.schema import StrictModel
 
@@ -116,18 +115,8 @@ class Architecture(StrictModel):
         p = Path(path)
         if not p.is_file():
             raise ArchitectureError(f"architecture file {str(p)!r} does not exist")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArchitectureError(f"{p} is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ArchitectureError(f"{p}: expected a JSON object, got {type(data).__name__}")
-        version = data.get("format_version")
-        if not isinstance(version, int):
-            raise ArchitectureError(f"{p}: format_version must be an integer, got {version!r}")
-        if version > FORMAT_VERSION:
-            raise ArchitectureError(f"{p} has format version {version}, newer than this sparseconn reads "
-                                    f"({FORMAT_VERSION}); upgrade sparseconn")
+        data = read_json_object(p, ArchitectureError)
+        check_format_version(data.get("format_version"), FORMAT_VERSION, "format version", p, ArchitectureError)
         try:
             arch = cls.model_validate(data)
         except ValidationError as exc:

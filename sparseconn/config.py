@@ -6,9 +6,10 @@ and validated with pydantic (unknown keys are errors); every error names the key
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -159,13 +160,17 @@ class SpaceConfig(StrictModel):
         return self
 
 
+UNKNOWN_KEY_ERRORS = ("extra_forbidden", "unexpected_keyword_argument")
+"""Pydantic's error types for a key the schema does not have: a model's, a (pydantic) dataclass's."""
+
+
 def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel] | None = None,
                             prefix: str = "") -> str:
     """One line naming the first bad key path; unknown keys get the closest valid key at that place."""
     err = exc.errors()[0]
     loc = ".".join([prefix] * bool(prefix) + [str(p) for p in err["loc"]]) or "(root)"
     msg = err["msg"]
-    if err["type"] == "extra_forbidden":
+    if err["type"] in UNKNOWN_KEY_ERRORS:
         key = str(err["loc"][-1])
         valid = _fields_at(model, err["loc"][:-1]) if model is not None else []
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
@@ -181,25 +186,37 @@ def format_validation_error(exc: ValidationError, source: str, model: type[BaseM
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the (nested) model found by following ``loc`` from ``model``."""
+    """Field names of the (nested) model or dataclass found by following ``loc`` from ``model``."""
     current: Any = model
     for part in loc:
         if isinstance(part, int):
             continue  # list index: the item type was already unwrapped
-        field = current.model_fields.get(str(part)) if isinstance(current, type) else None
-        if field is None:
-            return []
-        current = _model_in(field.annotation)
+        annotation = _fields_of(current).get(str(part))
+        current = _schema_in(annotation) if annotation is not None else None
         if current is None:
             return []
-    return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+    return list(_fields_of(current))
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+def _fields_of(cls: Any) -> dict[str, Any]:
+    """``{field name: annotation}`` of a pydantic model or a (pydantic or plain) dataclass; ``{}`` otherwise."""
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return {name: f.annotation for name, f in cls.model_fields.items()}
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+        pydantic_fields = getattr(cls, "__pydantic_fields__", None)
+        if pydantic_fields is not None:
+            return {name: f.annotation for name, f in pydantic_fields.items()}
+        hints = get_type_hints(cls)
+        return {f.name: hints.get(f.name) for f in dataclasses.fields(cls)}
+    return {}
+
+
+def _schema_in(annotation: Any) -> type | None:
+    """The model or dataclass inside a field's annotation (``X``, ``X | None``, ``list[X]``, ...)."""
+    if isinstance(annotation, type) and _fields_of(annotation):
         return annotation
     for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
+        found = _schema_in(arg)
         if found is not None:
             return found
     return None

@@ -16,7 +16,7 @@ contract raises :class:`PluginError` at once, with one line naming the plug-in a
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from sparseconn.errors import ConfigError, SparseconnError
@@ -99,8 +99,12 @@ def check_method(kind: str, name: str, cls: type, base: type, method: str, spell
         raise PluginError(f"{kind} {name!r}: {label(cls)} does not define {spelled}")
 
 
-def check_params(kind: str, name: str, obj: Any, params: dict[str, Any], skip: int) -> None:
-    """Reject config ``params`` that ``obj``'s signature does not take (after its first ``skip`` parameters).
+def check_params(kind: str, name: str, obj: Any, params: dict[str, Any], skip: int = 0,
+                 passed: Collection[str] = ()) -> None:
+    """Reject config ``params`` that ``obj``'s signature does not take: one line naming the first bad key
+    and the valid ones. ``skip``: leading parameters the builder passes by position (``in_channels`` of
+    a head or an input op); ``passed``: parameters it passes by name (an encoder's ``in_channels``).
+    Every plug-in registry (heads, input ops, encoders, models) checks its config params here.
 
     Config values arrive as plain keyword dicts; without this a typo surfaces as a bare ``TypeError``.
     """
@@ -110,7 +114,8 @@ def check_params(kind: str, name: str, obj: Any, params: dict[str, Any], skip: i
         return
     if any(p.kind is p.VAR_KEYWORD for p in parameters):
         return  # it takes **params: it checks its own
-    valid = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    valid = [p.name for p in parameters
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in passed]
     bad = [k for k in params if k not in valid]
     if bad:
         raise ConfigError(f"{kind} {name!r} has no parameter {bad[0]!r}; valid: {', '.join(valid) or 'none'}")

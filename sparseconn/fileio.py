@@ -3,7 +3,8 @@
 Every result, checkpoint, picture and report goes through these helpers: the data is written to a
 temporary file in the destination folder and then renamed over the target, which is atomic on POSIX.
 JSON-lines logs are appended a line at a time instead (:func:`append_jsonl`); a reader skips a torn
-last line.
+last line. Reading back: :func:`read_json_object` and :func:`check_format_version` give the one-line
+errors every versioned file (``architecture.json``, checkpoints, a data folder's ``meta.json``) shares.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from sparseconn.errors import SparseconnError
 
 
 def _file_mode() -> int:
@@ -94,6 +97,33 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 break
             raise
     return out
+
+
+def read_json_object(path: str | os.PathLike[str], error: type[Exception] = SparseconnError) -> dict[str, Any]:
+    """The JSON object stored in ``path``. Raises ``error`` with one line naming the file when it cannot be
+    read, is not JSON or holds something other than an object; a missing file is the caller's to check
+    (its message says what the file is for)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise error(f"{p} cannot be read: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{p} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise error(f"{p}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def check_format_version(version: Any, newest: int, what: str, source: str | os.PathLike[str],
+                         error: type[Exception] = SparseconnError) -> int:
+    """``version`` (the ``what`` read from ``source``) if it is an integer no newer than ``newest``, the
+    newest this sparseconn reads; else ``error`` with one line naming ``source``."""
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise error(f"{source}: {what} must be an integer, got {version!r}")
+    if version > newest:
+        raise error(f"{source} has {what} {version}, newer than this sparseconn reads ({newest}); upgrade sparseconn")
+    return version
 
 
 def __getattr__(name: str) -> Any:

@@ -18,13 +18,12 @@ task's FFT sideband demodulation); the core ships ``identity`` and ``standardise
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 from torch import nn
 
-from sparseconn.errors import ConfigError
+from sparseconn.contracts import check_params
 from sparseconn.registry import Registry, make_register
 
 
@@ -50,26 +49,16 @@ INPUT_OPS: Registry[type[InputOp]] = Registry("input op")
 register_input_op = make_register(INPUT_OPS)
 
 
-def _check_params(cls: type[InputOp], name: str, params: dict[str, Any]) -> None:
-    sig = inspect.signature(cls.__init__)
-    if any(p.kind is p.VAR_KEYWORD for p in list(sig.parameters.values())[2:]):
-        return
-    valid = list(sig.parameters)[2:]  # after self and in_channels
-    bad = [k for k in params if k not in valid]
-    if bad:
-        raise ConfigError(f"input op {name!r} has no parameter {bad[0]!r}; valid: {', '.join(valid) or 'none'}")
-
-
 def input_channels(name: str, in_channels: int, params: dict[str, Any]) -> int:
     """The encoder's input channels behind input op ``name`` (no module is built)."""
     cls = INPUT_OPS.get(name)
-    _check_params(cls, name, params)
+    check_params("input op", name, cls, params, skip=1)
     return cls.channels(in_channels, **params)
 
 
 def build_input_op(name: str, in_channels: int, params: dict[str, Any]) -> InputOp:
     cls = INPUT_OPS.get(name)
-    _check_params(cls, name, params)
+    check_params("input op", name, cls, params, skip=1)
     return cls(in_channels, **params)
 
 

@@ -44,9 +44,10 @@ from sparseconn.config import (
     GroundConfig,
     SpaceConfig,
 )
+from sparseconn.contracts import check_params
 from sparseconn.errors import ArchitectureError, ConfigError
 from sparseconn.graph import edge_key
-from sparseconn.heads import HEADS
+from sparseconn.heads import build_head
 from sparseconn.inputs import build_input_op
 from sparseconn.network import GraphNet, build_child
 from sparseconn.pruning import derive
@@ -77,11 +78,7 @@ def check_model_params(name: str, params: dict[str, Any]) -> None:
     missing = [p for p in valid if sig.parameters[p].default is inspect.Parameter.empty and p not in params]
     if missing:
         raise ConfigError(f"model {name!r} needs parameter {missing[0]!r} (params: {{{missing[0]}: ...}})")
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return
-    bad = [k for k in params if k not in valid]
-    if bad:
-        raise ConfigError(f"model {name!r} has no parameter {bad[0]!r}; valid: {', '.join(valid) or 'none'}")
+    check_params("model", name, fn, params, skip=1, passed=("task",))
 
 
 def build_model(name: str, params: dict[str, Any], space: SpaceConfig, task: Task | None = None) -> nn.Module:
@@ -241,7 +238,7 @@ class UNet(nn.Module):
             self.up.append(nn.ConvTranspose2d(ch[level + 1], ch[level], 2, stride=2))
             self.merge.append(DoubleConv(2 * ch[level], ch[level]))
         if space.head is not None:
-            self.head = HEADS.get(space.head.name)(ch[0], **space.head.params)
+            self.head = build_head(space.head.name, ch[0], space.head.params)
         else:  # no head configured: the original 1x1 output conv
             self.head = nn.Conv2d(ch[0], out_channels, 1)
         self.has_run_head = space.head is not None

@@ -1,13 +1,21 @@
 """Name -> object registries: register where you define, look up by name from configs.
 
-Example::
+Example (a plug-in subclasses its contract's base class, here :class:`sparseconn.ops.Fusion`)::
 
-    FUSIONS = Registry("fusion")
+    from sparseconn.ops import FUSIONS, Fusion, register_fusion
 
-    @FUSIONS.register("weighted_sum")
-    class WeightedSum(nn.Module): ...
+    @register_fusion("plain_sum")
+    class PlainSum(Fusion):
+        def fuse(self, xs):
+            return torch.stack(xs).sum(0)
 
-    FUSIONS.get("wsum")  # RegistryError: unknown fusion 'wsum'; available: concat, weighted_sum
+    FUSIONS.get("plain_sum")  # PlainSum
+    FUSIONS.get("wsum")  # RegistryError: unknown fusion 'wsum'; available: concat, plain_sum, weighted_sum
+
+The plug-in registries (``FUSIONS``, ``HEADS``, ``ENCODERS``, ...) are
+:class:`~sparseconn.contracts.CheckedRegistry` instances: registering something off the contract (a
+plain ``nn.Module`` fusion, say) fails at once with one line naming it. A plain :class:`Registry` checks
+nothing (e.g. :data:`CLI_EXTENSIONS`).
 
 Registries that tasks and user code extend (heads, tasks, encoders, ...) try the installed plugins
 (entry-point group ``sparseconn.plugins``) once before reporting an unknown name, so the core never

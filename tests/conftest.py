@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from sparseconn.config import SpaceConfig
+from sparseconn.network import GraphNet, build_child, build_supernet
+from sparseconn.pruning import derive
 from sparseconn.registry import import_modules
+from sparseconn.space import SearchSpace
 
 torch.set_num_threads(2)
 
@@ -46,3 +49,21 @@ def randomize_norms(module: torch.nn.Module, seed: int = 0) -> None:
             m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
             m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
             m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
+
+
+KEEP = frozenset({"E1->D1", "D2->D1", "E2->D2", "G->D2"})
+"""Connections of the tiny space that the parity tests keep."""
+
+
+def inherited_pair(cfg: SpaceConfig, keep: frozenset[str] | set[str] = KEEP, weight: float = 1.0,
+                   norm_seed: int = 0) -> tuple[GraphNet, GraphNet]:
+    """A supernet (seeded, random norm statistics) gated to ``weight`` on ``keep`` and 0 elsewhere, and the
+    child of those connections with inherited weights; both in eval mode, so they must compute the same."""
+    space = SearchSpace(cfg)
+    torch.manual_seed(0)
+    sup = build_supernet(space)
+    randomize_norms(sup, seed=norm_seed)
+    w = {k: (weight if k in keep else 0.0) for k in space.candidates}
+    sup.connections.set_(w)
+    sup.eval()
+    return sup, build_child(derive(space.graph, cfg, {k: float(v > 0) for k, v in w.items()}), inherit=sup).eval()

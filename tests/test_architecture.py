@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from sparseconn.architecture import FORMAT_VERSION, Architecture
+from sparseconn.config import format_validation_error
 from sparseconn.errors import ArchitectureError
 from sparseconn.pruning import derive
+from sparseconn.schema import StrictModel
 from sparseconn.space import SearchSpace
 
 
@@ -54,6 +58,35 @@ def test_malformed_files_name_the_field(arch, tmp_path):
         Architecture.load(_write(tmp_path, "{nodes: ["))
     with pytest.raises(ArchitectureError, match="does not exist"):
         Architecture.load(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    ("foo", r"nodes\.0\.foo: unknown key 'foo' \(valid keys: kind, channels, stride, size, feature, order, name\)$"),
+    ("chanels", r"nodes\.0\.chanels: unknown key 'chanels' \(did you mean 'channels'\?\)$"),
+])
+def test_an_unknown_node_key_is_named_with_the_valid_ones(arch, tmp_path, key, message):
+    """A node entry is a (pydantic) dataclass, not a model: its unknown keys read like a model's."""
+    bad = arch.model_dump(mode="json")
+    bad["nodes"][0][key] = 1
+    with pytest.raises(ArchitectureError, match=r"^\S*a\.json: " + message):
+        Architecture.load(_write(tmp_path, bad))
+
+
+@dataclasses.dataclass
+class _Point:
+    alpha: int
+    beta: int = 0
+
+
+class _Points(StrictModel):
+    points: list[_Point] | None = None
+
+
+def test_unknown_keys_of_a_plain_dataclass_are_named_too():
+    with pytest.raises(ValidationError) as info:
+        _Points.model_validate({"points": [{"alpha": 1, "gamma": 2}]})
+    message = format_validation_error(info.value, "p.yaml", _Points)
+    assert message == "p.yaml: points.0.gamma: unknown key 'gamma' (valid keys: alpha, beta)"
 
 
 def test_newer_format_version_is_refused(arch, tmp_path):

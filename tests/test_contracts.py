@@ -4,6 +4,7 @@ and their default hooks are right where they claim to be."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from sparseconn.encoders import ENCODERS, Encoder, FeatureInfo, build_encoder
 from sparseconn.engine.fastpath import count_batchnorm, fold_batchnorm
 from sparseconn.errors import ArchitectureError, ConfigError, SparseconnError
 from sparseconn.heads import HEADS, Head, build_head, head_channels
-from sparseconn.network import build_child, build_supernet
+from sparseconn.network import build_supernet
 from sparseconn.ops import (
     EDGE_OPS,
     FUSIONS,
@@ -33,13 +34,10 @@ from sparseconn.ops import (
     build_stage_op,
     resize,
 )
-from sparseconn.pruning import derive
 from sparseconn.registry import Registry
 from sparseconn.space import SearchSpace
-from tests.conftest import randomize_norms, tiny_config
+from tests.conftest import inherited_pair, randomize_norms, tiny_config
 from tests.user_plugins import DepthwiseSeparable
-
-KEEP = {"E1->D1", "D2->D1", "E2->D2", "G->D2"}
 
 
 @pytest.fixture
@@ -59,16 +57,12 @@ def one_line(exc: pytest.ExceptionInfo, *names: str) -> str:
     return message
 
 
-def inherited_pair(cfg, weights: dict[str, float] | None = None):
-    """A supernet with random norms and hard 0/1 (or given) weights, and its child with inherited weights."""
-    space = SearchSpace(cfg)
-    torch.manual_seed(0)
-    sup = build_supernet(space)
-    randomize_norms(sup)
-    w = weights or {k: (1.0 if k in KEEP else 0.0) for k in space.candidates}
-    sup.connections.set_(w)
-    sup.eval()
-    return sup, build_child(derive(space.graph, cfg, {k: float(v > 0) for k, v in w.items()}), inherit=sup).eval()
+def assert_child_equals_supernet(cfg, **kwargs) -> None:
+    """The child of :func:`inherited_pair` computes what its gated supernet does."""
+    sup, child = inherited_pair(cfg, **kwargs)
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(child(x), sup(x), rtol=1e-5, atol=1e-5)
 
 
 # -- edge ops ------------------------------------------------------------------------------------------
@@ -128,19 +122,6 @@ class ForgetfulEdge(EdgeOp):
         return x
 
 
-@pytest.mark.parametrize("obj, names", [
-    (PlainEdge, ("bad_edge", "PlainEdge", "sparseconn.ops.EdgeOp")),
-    (OldStyleEdge, ("bad_edge", "OldStyleEdge", "(spec)")),
-    (NoForwardEdge, ("bad_edge", "NoForwardEdge", "forward(x, size)")),
-    (lambda spec: None, ("bad_edge", "EdgeOp")),
-])
-def test_an_edge_op_off_the_contract_is_refused_at_registration(obj, names):
-    with pytest.raises(PluginError) as exc:
-        EDGE_OPS.register("bad_edge", obj)
-    one_line(exc, *names)
-    assert "bad_edge" not in EDGE_OPS
-
-
 def test_an_edge_op_that_skips_the_base_init_is_refused_at_build(registered):
     EDGE_OPS.register("forgetful", ForgetfulEdge)
     registered.append((EDGE_OPS, "forgetful"))
@@ -183,12 +164,7 @@ def test_an_inherited_child_of_user_ops_equals_its_supernet(op, fusion, register
         EDGE_OPS.register("norm_free", NormFreeEdge)
         registered.append((EDGE_OPS, "norm_free"))
     cfg = tiny_config(edges={"op": op}, decoder={"fusion": fusion}, plugins=["tests.user_plugins"])
-    space = SearchSpace(cfg)
-    weights = {k: (0.7 if k in KEEP else 0.0) for k in space.candidates}  # folds a weight that is not 1
-    sup, child = inherited_pair(cfg, weights)
-    x = torch.randn(2, 1, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(child(x), sup(x), rtol=1e-5, atol=1e-5)
+    assert_child_equals_supernet(cfg, weight=0.7)  # folds a weight that is not 1
 
 
 @pytest.mark.parametrize("cls, names", [
@@ -251,18 +227,6 @@ class ReluSum(Fusion):
         return torch.stack(xs).relu().sum(0)
 
 
-@pytest.mark.parametrize("obj, names", [
-    (nn.Identity, ("bad_fusion", "Identity", "sparseconn.ops.Fusion")),
-    (NoFuse, ("bad_fusion", "NoFuse", "fuse(xs)")),
-    (OneArgFusion, ("bad_fusion", "OneArgFusion", "(n_inputs, channels)")),
-])
-def test_a_fusion_off_the_contract_is_refused_at_registration(obj, names):
-    with pytest.raises(PluginError) as exc:
-        FUSIONS.register("bad_fusion", obj)
-    one_line(exc, *names)
-    assert "bad_fusion" not in FUSIONS
-
-
 def test_a_fusion_with_parameters_must_implement_inherit(registered):
     FUSIONS.register("scaled_sum", ScaledSum)
     registered.append((FUSIONS, "scaled_sum"))
@@ -274,10 +238,29 @@ def test_a_fusion_with_parameters_must_implement_inherit(registered):
 def test_a_parameter_free_fusion_inherits_by_default(registered):
     FUSIONS.register("relu_sum", ReluSum)
     registered.append((FUSIONS, "relu_sum"))
-    sup, child = inherited_pair(tiny_config(decoder={"fusion": "relu_sum"}))
-    x = torch.randn(1, 1, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(child(x), sup(x), rtol=1e-5, atol=1e-5)
+    assert_child_equals_supernet(tiny_config(decoder={"fusion": "relu_sum"}))
+
+
+def test_the_registry_docstring_example_is_true(registered):
+    """sparseconn.registry's example registers a Fusion subclass and shows the unknown-name error verbatim."""
+    import sparseconn.registry
+
+    doc = sparseconn.registry.__doc__ or ""
+    lines = list(itertools.takewhile(lambda line: not line or line.startswith("    "),
+                                     doc.split("::\n\n", 1)[1].splitlines()))
+    *code, lookup, unknown = [line[4:] for line in lines if line]
+    registered.append((FUSIONS, "plain_sum"))
+    namespace: dict[str, Any] = {"torch": torch}
+    exec("\n".join(code), namespace)  # the import and the registration
+    assert issubclass(namespace["PlainSum"], Fusion) and eval(lookup.split("#")[0], namespace) is namespace["PlainSum"]
+    fusion = FUSIONS.get("plain_sum")(2, 3)
+    assert torch.equal(fusion([torch.ones(1, 3, 2, 2), torch.ones(1, 3, 2, 2)]), torch.full((1, 3, 2, 2), 2.0))
+    call, expected = unknown.split("  # RegistryError: ")
+    with pytest.raises(SparseconnError) as info:
+        eval(call, namespace)
+    shown = [n for n in FUSIONS.names() if not FUSIONS.get(n).__module__.startswith("tests.")]  # not test plug-ins
+    assert str(info.value).startswith("unknown fusion 'wsum'; available: ")
+    assert expected == f"unknown fusion 'wsum'; available: {', '.join(shown)}"
 
 
 def test_built_in_fusions_keep_their_arithmetic():
@@ -290,17 +273,6 @@ def test_built_in_fusions_keep_their_arithmetic():
 
 
 # -- stage ops -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("obj, names", [
-    (3, ("bad_stage", "not callable")),
-    (lambda channels: nn.Identity(), ("bad_stage", "(channels, kernel=k)")),
-])
-def test_a_stage_op_off_the_contract_is_refused_at_registration(obj, names):
-    with pytest.raises(PluginError) as exc:
-        STAGE_OPS.register("bad_stage", obj)
-    one_line(exc, *names)
-    assert "bad_stage" not in STAGE_OPS
 
 
 def test_a_stage_op_that_returns_no_module_is_refused_at_build(registered):
@@ -325,10 +297,7 @@ def test_a_stage_op_may_be_a_class(registered):
 
     STAGE_OPS.register("scale", Scale)
     registered.append((STAGE_OPS, "scale"))
-    sup, child = inherited_pair(tiny_config(decoder={"stage_op": "scale"}))
-    x = torch.randn(1, 1, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(child(x), sup(x), rtol=1e-5, atol=1e-5)
+    assert_child_equals_supernet(tiny_config(decoder={"stage_op": "scale"}))
 
 
 # -- heads ---------------------------------------------------------------------------------------------
@@ -362,17 +331,6 @@ class RequiredHead(Head):
 
     def forward(self, x, input_size):
         return x
-
-
-@pytest.mark.parametrize("obj, names", [
-    (PlainHead, ("bad_head", "PlainHead", "sparseconn.heads.Head")),
-    (NoChannelsHead, ("bad_head", "NoChannelsHead", "'out_channels'", "channels_param")),
-])
-def test_a_head_off_the_contract_is_refused_at_registration(obj, names):
-    with pytest.raises(PluginError) as exc:
-        HEADS.register("bad_head", obj)
-    one_line(exc, *names)
-    assert "bad_head" not in HEADS
 
 
 def test_a_head_declares_its_output_channels(registered):
@@ -424,15 +382,36 @@ class NoInfoEncoder(Encoder):
         return [x]
 
 
-def test_encoders_follow_their_contract(registered):
-    with pytest.raises(PluginError) as exc:
-        ENCODERS.register("bad_encoder", NoInfoEncoder)
-    one_line(exc, "bad_encoder", "NoInfoEncoder", "feature_info")
-    with pytest.raises(PluginError) as exc:
-        ENCODERS.register("bad_encoder", PlainEdge)
-    one_line(exc, "bad_encoder", "sparseconn.encoders.base.Encoder")
+def test_an_encoder_is_built_as_its_feature_info_says(registered):
     ENCODERS.register("misreporting", MisreportingEncoder)
     registered.append((ENCODERS, "misreporting"))
     with pytest.raises(PluginError) as exc:
         build_encoder("misreporting", 3)
     one_line(exc, "encoder 'misreporting'", "[2, 8]", "[2, 4]")
+
+
+# -- every plug-in kind --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("registry, obj, names", [
+    pytest.param(EDGE_OPS, PlainEdge, ("PlainEdge", "sparseconn.ops.EdgeOp"), id="edge-plain-module"),
+    pytest.param(EDGE_OPS, OldStyleEdge, ("OldStyleEdge", "(spec)"), id="edge-old-signature"),
+    pytest.param(EDGE_OPS, NoForwardEdge, ("NoForwardEdge", "forward(x, size)"), id="edge-no-forward"),
+    pytest.param(EDGE_OPS, lambda spec: None, ("EdgeOp",), id="edge-function"),
+    pytest.param(FUSIONS, nn.Identity, ("Identity", "sparseconn.ops.Fusion"), id="fusion-plain-module"),
+    pytest.param(FUSIONS, NoFuse, ("NoFuse", "fuse(xs)"), id="fusion-no-fuse"),
+    pytest.param(FUSIONS, OneArgFusion, ("OneArgFusion", "(n_inputs, channels)"), id="fusion-one-arg"),
+    pytest.param(STAGE_OPS, 3, ("not callable",), id="stage-not-callable"),
+    pytest.param(STAGE_OPS, lambda channels: nn.Identity(), ("(channels, kernel=k)",), id="stage-no-kernel"),
+    pytest.param(HEADS, PlainHead, ("PlainHead", "sparseconn.heads.Head"), id="head-plain-module"),
+    pytest.param(HEADS, NoChannelsHead, ("NoChannelsHead", "'out_channels'", "channels_param"),
+                 id="head-no-channels"),
+    pytest.param(ENCODERS, NoInfoEncoder, ("NoInfoEncoder", "feature_info"), id="encoder-no-feature-info"),
+    pytest.param(ENCODERS, PlainEdge, ("sparseconn.encoders.base.Encoder",), id="encoder-plain-module"),
+])
+def test_a_plugin_off_its_contract_is_refused_at_registration(registry, obj, names):
+    name = "bad_" + registry.kind.replace(" ", "_")
+    with pytest.raises(PluginError) as exc:
+        registry.register(name, obj)
+    one_line(exc, name, *names)
+    assert name not in registry

@@ -14,7 +14,7 @@ from sparseconn.encoders import (
     encoder_feature_info,
     load_pretrained,
 )
-from sparseconn.errors import CheckpointError, SparseconnError
+from sparseconn.errors import CheckpointError, ConfigError, SparseconnError
 
 FIRST_CONV = "features.0.0.weight"
 
@@ -178,11 +178,10 @@ def test_registry_and_params() -> None:
     assert {"mobilenet_v2", "tiny"} <= set(ENCODERS.names())
     enc = build_encoder("tiny", 2, channels=[4, 6, 8], strides=[2, 2, 8])
     assert isinstance(enc, TinyEncoder) and enc.in_channels == 2
-    with pytest.raises(SparseconnError) as err:
+    with pytest.raises(ConfigError) as err:
         encoder_feature_info("mobilenet_v2", 1, depth=3)
-    expected = "encoder 'mobilenet_v2' got unexpected parameter 'depth'; accepted: width, pretrained"
-    assert str(err.value) == expected
-    with pytest.raises(SparseconnError, match="unexpected parameter 'width'"):
+    assert str(err.value) == "encoder 'mobilenet_v2' has no parameter 'depth'; valid: width, pretrained"
+    with pytest.raises(ConfigError, match=r"^encoder 'tiny' has no parameter 'width'; valid: channels, strides$"):
         build_encoder("tiny", 1, width=2.0)
     with pytest.raises(SparseconnError, match="unknown encoder 'mobilnet_v2'"):
         build_encoder("mobilnet_v2", 1)

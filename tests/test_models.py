@@ -18,7 +18,14 @@ from sparseconn.engine.inference import max_stride, predict
 from sparseconn.engine.loading import load_model
 from sparseconn.errors import ConfigError, SparseconnError
 from sparseconn.inputs import Standardise
-from sparseconn.models import MODELS, SPARSEMASK_CHILD, UNET_WIDTH_TABLE_I, build_model, sparsemask_space
+from sparseconn.models import (
+    MODELS,
+    SPARSEMASK_CHILD,
+    UNET_WIDTH_TABLE_I,
+    build_model,
+    check_model_params,
+    sparsemask_space,
+)
 from sparseconn.profiling import count_params
 from tests.clitools import cli, ok, one_line_error
 from tests.toy_task import TOY_YAML
@@ -45,6 +52,15 @@ def test_unet_takes_the_runs_input_op_and_head():
     with torch.no_grad():
         y = net.eval()(torch.rand(1, 2, 32, 32))
     assert y.shape == (1, 1, 32, 32) and 0 <= float(y.min()) and float(y.max()) <= 1  # the toy head's sigmoid
+
+
+def test_unet_builds_its_head_through_the_head_contract():
+    """Bad head params are the contract's one-line error, not a TypeError from the head's constructor."""
+    space = SpaceConfig(in_channels=1, head=HeadConfig(name="toy_head", params={"classes": 3}))
+    with pytest.raises(ConfigError, match=r"^head 'toy_head' has no parameter 'classes'; valid: out_channels$"):
+        build_model("unet", {"width": 4}, space)
+    space = SpaceConfig(in_channels=1, head=HeadConfig(name="toy_head", params={"out_channels": 2}))
+    assert build_model("unet", {"width": 4}, space).head.out_channels == 2
 
 
 @pytest.mark.parametrize("size", [(37, 45), (17, 64), (33, 31)])
@@ -101,6 +117,19 @@ def test_unknown_model_name_and_parameter():
         build_model("architecture", {}, SpaceConfig())
     with pytest.raises(SparseconnError, match="nope.json"):
         build_model("architecture", {"path": "nope.json"}, SpaceConfig())
+
+
+def test_a_models_task_is_given_by_the_run_not_by_its_params():
+    @MODELS.register("task_model")
+    def task_model(space: SpaceConfig, task=None, depth: int = 1) -> torch.nn.Module:
+        raise AssertionError("not built")
+
+    try:
+        with pytest.raises(ConfigError, match=r"^model 'task_model' has no parameter 'task'; valid: depth$"):
+            check_model_params("task_model", {"task": "toy"})
+        check_model_params("task_model", {"depth": 2})
+    finally:
+        MODELS.unregister("task_model")
 
 
 def test_config_model_and_baseline_entries_validate_and_dump(tmp_path):

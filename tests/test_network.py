@@ -6,9 +6,7 @@ import torch
 from sparseconn.network import build_child, build_supernet
 from sparseconn.pruning import derive
 from sparseconn.space import SearchSpace
-from tests.conftest import randomize_norms, tiny_config
-
-KEEP = {"E1->D1", "D2->D1", "E2->D2", "G->D2"}
+from tests.conftest import KEEP, inherited_pair, tiny_config
 
 
 def _hard_weights(space):
@@ -19,14 +17,7 @@ def _hard_weights(space):
 @pytest.mark.parametrize("stage_op", ["relu6_conv_bn_relu6", "bn"])
 def test_hard_gated_supernet_equals_child(fusion, stage_op):
     cfg = tiny_config(decoder={"fusion": fusion, "stage_op": stage_op, "depth": {"rule": "constant", "value": 8}})
-    space = SearchSpace(cfg)
-    torch.manual_seed(0)
-    sup = build_supernet(space)
-    randomize_norms(sup)
-    w = _hard_weights(space)
-    sup.connections.set_(w)
-    sup.eval()
-    child = build_child(derive(space.graph, cfg, w), inherit=sup).eval()
+    sup, child = inherited_pair(cfg)
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         assert torch.allclose(sup(x), child(x), atol=1e-5)
@@ -35,13 +26,7 @@ def test_hard_gated_supernet_equals_child(fusion, stage_op):
 def test_parity_with_sparsemask_edge_options():
     cfg = tiny_config(edges={"rule": "sparsemask", "kernel": 1, "preact": "relu6", "norm_before_resize": True,
                              "align_corners": True, "resize": "conv_first"})
-    space = SearchSpace(cfg)
-    sup = build_supernet(space)
-    randomize_norms(sup, seed=3)
-    w = {k: (1.0 if k in {"E1->D1", "E2->D1", "D2->D1", "E2->D2"} else 0.0) for k in space.candidates}
-    sup.connections.set_(w)
-    sup.eval()
-    child = build_child(derive(space.graph, cfg, w), inherit=sup).eval()
+    sup, child = inherited_pair(cfg, keep={"E1->D1", "E2->D1", "D2->D1", "E2->D2"}, norm_seed=3)
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         assert torch.allclose(sup(x), child(x), atol=1e-5)

@@ -6,14 +6,12 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from sparseconn.contracts import PluginError
+from sparseconn.contracts import PluginError, check_params
 from sparseconn.encoders.base import ENCODERS, Encoder, FeatureInfo, register_encoder
 from sparseconn.encoders.mobilenetv2 import MobileNetV2, load_pretrained
 from sparseconn.encoders.tiny import TinyEncoder
-from sparseconn.errors import SparseconnError
 
 __all__ = [
     "ENCODERS",
@@ -28,30 +26,11 @@ __all__ = [
 ]
 
 
-def _check_params(name: str, cls: type[Encoder], params: dict[str, Any]) -> None:
-    """Reject parameters the encoder's constructor does not take, listing the ones it does.
-
-    Config values arrive as plain keyword dicts; without this check a typo would surface as a bare
-    ``TypeError: __init__() got an unexpected keyword argument``.
-    """
-    sig = inspect.signature(cls.__init__)
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
-        return  # the encoder takes **kwargs: it checks its own parameters
-    accepted = [
-        p.name for p in list(sig.parameters.values())[1:] if p.kind in kinds and p.name != "in_channels"
-    ]
-    for key in params:
-        if key not in accepted:
-            listed = ", ".join(accepted) or "(none)"
-            raise SparseconnError(f"encoder {name!r} got unexpected parameter {key!r}; accepted: {listed}")
-
-
 def build_encoder(name: str, in_channels: int, **params: Any) -> Encoder:
     """Build the encoder registered as ``name`` (unknown names list the registered ones); checks that its
     ``out_channels`` and ``strides`` are what its ``feature_info`` says."""
     cls = ENCODERS.get(name)
-    _check_params(name, cls, params)
+    check_params("encoder", name, cls, params, passed=("in_channels",))
     encoder = cls(in_channels=in_channels, **params)
     info = cls.feature_info(in_channels, **params)
     channels, strides = [f.channels for f in info], [f.stride for f in info]
@@ -65,5 +44,5 @@ def build_encoder(name: str, in_channels: int, **params: Any) -> Encoder:
 def encoder_feature_info(name: str, in_channels: int, **params: Any) -> list[FeatureInfo]:
     """Channels and strides of encoder ``name``'s features, fine to coarse, without building it."""
     cls = ENCODERS.get(name)
-    _check_params(name, cls, params)
+    check_params("encoder", name, cls, params, passed=("in_channels",))
     return cls.feature_info(in_channels, **params)

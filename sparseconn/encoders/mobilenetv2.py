@@ -1,7 +1,7 @@
 """MobileNetV2 encoder with torchvision's module layout, so ImageNet checkpoints load key for key.
 
 The nine features are the first conv, the last block of each of the 7 bottleneck groups and the last
-1×1 conv (REFERENCE §1–2): at width 1.0 they have 32, 16, 24, 32, 64, 96, 160, 320, 1280 channels at
+1×1 conv (docs/reference.md §1–2): at width 1.0 they have 32, 16, 24, 32, 64, 96, 160, 320, 1280 channels at
 strides 2, 2, 4, 8, 16, 16, 32, 32, 32.
 """
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from sparseconn.errors import CheckpointError
-from sparseconn.fileio import atomic_path
+from sparseconn.fileio import atomic_path, check_format_version
 
 FORMAT = "sparseconn-checkpoint"
 VERSION = 1
@@ -106,12 +106,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{p} is truncated or not a sparseconn checkpoint ({_reason(exc)})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{p} is not a sparseconn checkpoint (no '{FORMAT}' header)")
-    version = data.get("version")
-    if not isinstance(version, int):
-        raise CheckpointError(f"{p} is damaged: checkpoint version {version!r} is not an integer")
-    if version > VERSION:
-        raise CheckpointError(f"{p} has checkpoint version {version}, newer than this sparseconn "
-                              f"reads ({VERSION}); upgrade sparseconn")
+    check_format_version(data.get("version"), VERSION, "checkpoint version", p, CheckpointError)
     model = data.get("model")
     if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
         raise CheckpointError(f"{p} is damaged: it holds no model state")

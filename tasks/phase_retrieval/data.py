@@ -16,7 +16,6 @@ map must have the same size. The network's input is the interferogram (1, H, W) 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from sparseconn_tasks.phase_retrieval.simulate import SimConfig, simulate
 from torch.utils.data import Dataset
 
 from sparseconn.errors import DataError
+from sparseconn.fileio import read_json_object
 
 SPLITS = ("train", "val", "test")
 SYMMETRIES = ("half_plane", "carrier", "all", "none")  # augmentation sets, see PhaseFolderDataset
@@ -86,13 +86,7 @@ def read_meta(root: Path) -> dict:
     path = root / "meta.json"
     if not path.is_file():
         return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(meta).__name__}")
-    return meta
+    return read_json_object(path, DataError)
 
 
 def background_path(root: Path, name: str) -> Path | None:

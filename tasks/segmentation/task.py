@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 
 from sparseconn.errors import ConfigError
 from sparseconn.fileio import atomic_path
+from sparseconn.heads import head_channels
 from sparseconn.schema import StrictModel
 from sparseconn.task import Task, TaskConfig, register_task, split_seeds
 
@@ -110,10 +111,12 @@ class SegmentationTask(Task):
 
     @classmethod
     def check_space(cls, cfg: SegmentationConfig, space: Any) -> None:
-        head = space.head.params.get("num_classes")
-        if head is not None and int(head) != cfg.data.classes:
-            raise ValueError(f"task.data.num_classes is {cfg.data.classes} but space.head.params.num_classes is "
-                             f"{head}; they must be equal")
+        if space.head is None:  # no head: the network's classes are checked on its first output
+            return
+        classes = head_channels(space.head.name, space.head.params)
+        if classes != cfg.data.classes:
+            raise ValueError(f"task.data.num_classes is {cfg.data.classes} but head {space.head.name!r} with "
+                             f"space.head.params {space.head.params} outputs {classes} classes; they must be equal")
 
     def __init__(self, cfg: SegmentationConfig) -> None:
         super().__init__(cfg)

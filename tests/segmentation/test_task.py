@@ -143,7 +143,16 @@ def test_example_input_and_panels() -> None:
 
 def test_class_count_must_match_the_head_when_the_config_loads() -> None:
     path = ROOT / "tasks" / "segmentation.yaml"
-    with pytest.raises(ConfigError, match=r"segmentation\.yaml: task\.data\.num_classes is 6 but "
-                                          r"space\.head\.params\.num_classes is 21"):
+    with pytest.raises(ConfigError, match=r"segmentation\.yaml: task\.data\.num_classes is 6 but head "
+                                          r"'segmentation' with space\.head\.params .* outputs 21 classes"):
         load_run_config(path, ["space.head.params.num_classes=21"])
     load_run_config(path, ["space.head.params.num_classes=21", "task.data.num_classes=21"])  # agreeing: fine
+
+
+def test_class_count_is_the_heads_declared_output_channels() -> None:
+    """A head without num_classes in its params outputs its default (21 classes): the check sees that."""
+    path = ROOT / "tasks" / "segmentation.yaml"
+    with pytest.raises(ConfigError, match=r"num_classes is 6 but head 'segmentation' with space\.head\.params "
+                                          r"\{\} outputs 21 classes"):
+        load_run_config(path, ["space.head.params={}"])
+    load_run_config(path, ["space.head.params={}", "task.data.num_classes=21"])
