@@ -27,6 +27,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import os
+import sys
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
@@ -62,11 +64,26 @@ def load_plugins() -> list[str]:
     return loaded
 
 
+def _import_module(name: str) -> None:
+    """``importlib.import_module``, then, if the top package is not found, once more with the working
+    directory at the end of ``sys.path`` (where ``python -m`` would find it; the ``sparseconn`` script
+    does not look there)."""
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        if exc.name != name.split(".")[0] or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.append(cwd)
+        importlib.import_module(name)
+
+
 def import_modules(modules: list[str]) -> None:
-    """Import user modules named in a config (``plugins: [my_pkg.my_space]``) so they can register."""
+    """Import user modules named in a config (``plugins: [my_pkg.my_space]``) so they can register; they
+    are looked up on ``sys.path`` and then in the working directory."""
     for name in modules:
         try:
-            importlib.import_module(name)
+            _import_module(name)
         except ImportError as exc:
             hint = ""
             if name.split(".")[0] == "tasks" and importlib.util.find_spec("sparseconn_tasks") is not None:

@@ -1,0 +1,53 @@
+"""Every example runs with the command written in its header (``--fast-dev-run`` sized), from the
+repository root as a user would run it, with its run folders in a temporary directory."""
+
+from __future__ import annotations
+
+import ast
+import shlex
+from pathlib import Path
+
+import pytest
+
+from tests.clitools import ok
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+def header_commands(path: Path) -> list[list[str]]:
+    """The ``sparseconn ...`` command lines in a module's docstring or a YAML file's comment header."""
+    if path.suffix == ".py":
+        text = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    else:
+        text = "\n".join(line.lstrip("# ") for line in path.read_text(encoding="utf-8").splitlines()
+                         if line.startswith("#"))
+    return [shlex.split(line.strip())[1:] for line in text.splitlines() if line.strip().startswith("sparseconn ")]
+
+
+def run_in(tmp_path: Path, args: list[str]) -> None:
+    """Run one header command with every ``--out`` and run folder under ``tmp_path``."""
+    moved = [str(tmp_path / a) if a.startswith("runs/") else a for a in args]
+    ok(*moved)
+
+
+@pytest.fixture
+def at_root(monkeypatch) -> Path:
+    monkeypatch.chdir(ROOT)
+    return ROOT
+
+
+def test_custom_space_searches_prunes_and_retrains_with_its_plugins(at_root, tmp_path):
+    commands = header_commands(EXAMPLES / "custom_space.py")
+    assert commands[0][:2] == ["search", "examples/custom_space.yaml"] and "--fast-dev-run" in commands[0]
+    run_in(tmp_path, commands[0])
+    run = tmp_path / "runs" / "custom"
+    ok("prune", run, "--threshold", "0.5")
+    ok("train", "examples/custom_space.yaml", "--arch", run / "architecture.json", "--fast-dev-run",
+       "--out", tmp_path / "child", "--quiet")
+    from sparseconn.engine.loading import load_model
+
+    child = load_model(tmp_path / "child")
+    assert type(child.net.encoder).__name__ == "ResNetSmall"
+    assert {type(f).__name__ for f in child.net.fusions.values()} == {"AttentionGate"}
+    assert child.net.num_connections < 17  # pruned from the ladder's 17 candidates
