@@ -24,10 +24,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from sparseconn.edge_rules import EDGE_RULES, register_edge_rule
 from sparseconn.encoders import ENCODERS, Encoder, FeatureInfo, register_encoder
 from sparseconn.errors import ConfigError
 from sparseconn.graph import NodeInfo
-from sparseconn.edge_rules import EDGE_RULES, register_edge_rule
 from sparseconn.ops import FUSIONS, Fusion, register_fusion
 
 
