@@ -4,6 +4,7 @@ repository root as a user would run it, with its run folders in a temporary dire
 from __future__ import annotations
 
 import ast
+import json
 import shlex
 from pathlib import Path
 
@@ -51,3 +52,21 @@ def test_custom_space_searches_prunes_and_retrains_with_its_plugins(at_root, tmp
     assert type(child.net.encoder).__name__ == "ResNetSmall"
     assert {type(f).__name__ for f in child.net.fusions.values()} == {"AttentionGate"}
     assert child.net.num_connections < 17  # pruned from the ladder's 17 candidates
+
+
+def test_denoise_task_runs_its_pipeline_and_infers_a_folder(at_root, tmp_path):
+    import numpy as np
+
+    commands = header_commands(EXAMPLES / "denoise_task.py")
+    assert commands[0][:2] == ["pipeline", "examples/denoise_task.yaml"] and "--fast-dev-run" in commands[0]
+    run_in(tmp_path, commands[0])
+    run = tmp_path / "runs" / "denoise"
+    rows = {r["model"]: r for r in json.loads((run / "evaluation.json").read_text())["rows"]}
+    assert "Gaussian blur (σ = 1 px)" in rows and all(np.isfinite(r["psnr"]) for r in rows.values())
+    noisy = tmp_path / "noisy"
+    noisy.mkdir()
+    for i in range(2):
+        np.save(noisy / f"n{i}.npy", np.random.default_rng(i).random((48, 40), dtype=np.float32))
+    ok("infer", run, noisy, "--out", tmp_path / "clean")
+    out = np.load(tmp_path / "clean" / "n1.npy")
+    assert out.shape == (1, 48, 40) and 0 <= out.min() and out.max() <= 1
