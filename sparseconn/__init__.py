@@ -29,7 +29,19 @@ def _version() -> str:
 
 __version__ = _version()
 
-__all__ = [
+_API = ("Run", "draw", "evaluate", "infer", "load_config", "load_model", "pipeline", "prune", "search", "train")
+"""The Python API (:mod:`sparseconn.api`), imported on first use: ``import sparseconn`` stays light."""
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import sparseconn.api
+
+        return getattr(sparseconn.api, name)
+    raise AttributeError(f"module 'sparseconn' has no attribute {name!r}")
+
+__all__ = [  # the API names too, resolved on first use by __getattr__
+    *_API,
     "Architecture",
     "GraphNet",
     "SearchSpace",

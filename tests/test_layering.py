@@ -1,6 +1,8 @@
 """The import wall: which part of the tree may import which, read from the source (no imports run).
 
-- The core (``sparseconn`` outside ``engine``, ``cli`` and ``viz``) imports none of those and no task.
+- The core (``sparseconn`` outside ``engine``, ``cli``, ``viz`` and ``api``) imports none of those and no
+  task; the package's ``__init__`` may import only ``sparseconn.api`` of them (lazily, on first use).
+- ``sparseconn.api`` (the Python API) imports no CLI and no task.
 - ``sparseconn.viz`` draws from data only: no torch, no engine, no CLI, no task.
 - ``sparseconn.graph`` (the graph vocabulary every layer shares) imports no torch.
 - ``sparseconn.engine`` imports no CLI and no task.
@@ -60,6 +62,10 @@ def layer(path: Path) -> str:
     name = module_name(path)
     if name == "sparseconn.__main__":  # `python -m sparseconn` runs the CLI
         return "sparseconn.cli"
+    if name == "sparseconn":
+        return "package"
+    if name == "sparseconn.api":
+        return "api"
     for prefix in ("sparseconn.engine", "sparseconn.cli", "sparseconn.viz"):
         if name == prefix or name.startswith(prefix + "."):
             return prefix
@@ -73,7 +79,9 @@ def within(module: str, prefix: str) -> bool:
 
 
 FORBIDDEN = {
-    "core": ("sparseconn.engine", "sparseconn.cli", "sparseconn.viz", "sparseconn_tasks", "tasks"),
+    "core": ("sparseconn.engine", "sparseconn.cli", "sparseconn.viz", "sparseconn.api", "sparseconn_tasks", "tasks"),
+    "package": ("sparseconn.engine", "sparseconn.cli", "sparseconn.viz", "sparseconn_tasks", "tasks"),
+    "api": ("sparseconn.cli", "sparseconn_tasks", "tasks"),
     "sparseconn.viz": ("torch", "sparseconn.engine", "sparseconn.cli", "sparseconn_tasks", "tasks"),
     "sparseconn.engine": ("sparseconn.cli", "sparseconn_tasks", "tasks"),
     "sparseconn.cli": ("sparseconn_tasks", "tasks"),

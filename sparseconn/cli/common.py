@@ -53,17 +53,3 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(130) from None
 
     return cast(F, wrapper)  # functools.wraps keeps fn's signature, which typer reads
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> cuda when available, else cpu; anything else is checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SparseconnError(f"--device {device!r} asked for CUDA, but no CUDA device is available")
-    if device not in ("cpu", "mps") and not device.startswith("cuda"):
-        raise SparseconnError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    return device
-

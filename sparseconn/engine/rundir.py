@@ -23,6 +23,7 @@ per fixed model of ``evaluate.baselines``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,21 @@ from sparseconn.engine.config import RUN_LEVEL, RunConfig, validate_run_config
 from sparseconn.engine.distributed import DistInfo, barrier
 from sparseconn.errors import CheckpointError, SparseconnError
 from sparseconn.fileio import atomic_write_text
+
+
+def new_run_dir(parent: Path, stem: str) -> Path:
+    """A new, empty run folder ``parent/<stem>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``, ... when that exists),
+    created here, so that two runs started in the same second never share one."""
+    base = Path(parent) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    for k in range(1, 10_000):
+        folder = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise SparseconnError(f"could not create a new run folder next to {base}")
 
 
 def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, dist: DistInfo, marker: str = "checkpoints/last.pt"
