@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from sparseconn.cli.common import resolve_device
 from sparseconn.config import read_yaml
 from sparseconn.engine.config import RunConfig, apply_overrides, validate_run_config
+from sparseconn.engine.devices import resolve_device
 from sparseconn.engine.distributed import init_distributed
 from sparseconn.engine.jobs import RunOptions
 from sparseconn.task import TASKS

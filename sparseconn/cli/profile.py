@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sparseconn.cli.common import app, handle_errors, resolve_device
+from sparseconn.cli.common import app, handle_errors
+from sparseconn.engine.devices import resolve_device
 from sparseconn.errors import SparseconnError
 
 
