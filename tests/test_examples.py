@@ -70,3 +70,22 @@ def test_denoise_task_runs_its_pipeline_and_infers_a_folder(at_root, tmp_path):
     ok("infer", run, noisy, "--out", tmp_path / "clean")
     out = np.load(tmp_path / "clean" / "n1.npy")
     assert out.shape == (1, 48, 40) and 0 <= out.min() and out.max() <= 1
+
+
+def test_own_holograms_makes_truth_trains_and_infers_a_folder(tmp_path):
+    import subprocess
+    import sys
+
+    import tifffile
+
+    text = ast.get_docstring(ast.parse((EXAMPLES / "own_holograms.py").read_text(encoding="utf-8"))) or ""
+    line = next(x.strip() for x in text.splitlines() if x.strip().startswith("python examples/own_holograms.py"))
+    args = [str(tmp_path / a) if a.startswith("runs/") else a for a in shlex.split(line)[1:]]
+    assert "--fast-dev-run" in args and "--demo" in args
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "$ sparseconn data truth" in done.stdout and "$ sparseconn infer" in done.stdout
+    raw = sorted((tmp_path / "runs" / "own" / "raw" / "interferograms").iterdir())
+    phases = sorted((tmp_path / "runs" / "own" / "phases").iterdir())
+    assert [p.stem for p in phases] == [p.stem for p in raw] and len(raw) == 12
+    assert tifffile.imread(phases[0]).shape == tifffile.imread(raw[0]).shape == (64, 64)
