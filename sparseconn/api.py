@@ -21,7 +21,7 @@ with a one-line message.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,11 +78,15 @@ def load_config(config: Any, overrides: Mapping[str, Any] | Sequence[str] | None
     raise SparseconnError(f"config must be a YAML path, a mapping or a RunConfig, got {type(config).__name__}")
 
 
-def _options(device: str, resume: bool = False, progress: bool = True):
+Callback = Callable[[int, dict], None]
+"""``fn(epoch, record)``, called after every epoch with that epoch's line of ``metrics.jsonl``."""
+
+
+def _options(device: str, resume: bool = False, progress: bool = True, callbacks: Sequence[Callback] = ()):
     from sparseconn.engine.devices import resolve_device
     from sparseconn.engine.jobs import RunOptions
 
-    return RunOptions(device=resolve_device(device), resume=resume, progress=progress)
+    return RunOptions(device=resolve_device(device), resume=resume, progress=progress, callbacks=tuple(callbacks))
 
 
 def _out(out: PathLike | None, cfg: Any, job: str) -> Path:
@@ -92,14 +96,15 @@ def _out(out: PathLike | None, cfg: Any, job: str) -> Path:
 
 
 def search(config: Any, out: PathLike | None = None, *, device: str = "auto", resume: bool = False,
-           progress: bool = True, overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Run:
+           progress: bool = True, overrides: Mapping[str, Any] | Sequence[str] | None = None,
+           callbacks: Sequence[Callback] = ()) -> Run:
     """Search: train the supernet and its connection weights (Eq. 2). ``out`` defaults to a new folder
-    ``runs/<task>-search-<time>``."""
+    ``runs/<task>-search-<time>``; ``callbacks``: ``fn(epoch, record)`` after each epoch (e.g. live plots)."""
     from sparseconn.engine.jobs import search as run_search
 
     cfg = load_config(config, overrides)
     folder = _out(out, cfg, "search")
-    return Run(folder, run_search(cfg, folder, _options(device, resume, progress)))
+    return Run(folder, run_search(cfg, folder, _options(device, resume, progress, callbacks)))
 
 
 def prune(run: Run | PathLike, threshold: float | None = None, *, redundancy: bool | None = None,
@@ -113,17 +118,17 @@ def prune(run: Run | PathLike, threshold: float | None = None, *, redundancy: bo
 
 def train(config: Any, arch: Architecture | PathLike | None = None, out: PathLike | None = None, *,
           inherit: Run | PathLike | None = None, device: str = "auto", resume: bool = False, progress: bool = True,
-          overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Run:
+          overrides: Mapping[str, Any] | Sequence[str] | None = None, callbacks: Sequence[Callback] = ()) -> Run:
     """Retrain a child (``arch``: an :class:`Architecture` or its file) with the task loss alone, or train
     the fixed model of a config that sets ``model:`` (no ``arch``). ``inherit``: a search run or supernet
     checkpoint whose weights the child starts from (with ``train.inherit`` in the config and an
-    architecture file, the search run beside the file)."""
+    architecture file, the search run beside the file). ``callbacks``: ``fn(epoch, record)`` after each epoch."""
     from sparseconn.engine.jobs import train as run_train
     from sparseconn.engine.jobs import train_model
 
     cfg = load_config(config, overrides)
     folder = _out(out, cfg, "train")
-    opts = _options(device, resume, progress)
+    opts = _options(device, resume, progress, callbacks)
     if cfg.model is not None:
         if arch is not None or inherit is not None:
             raise SparseconnError(f"the config sets model: {cfg.model.name!r} (a fixed model); arch and inherit "
@@ -155,13 +160,14 @@ def _supernet(source: Run | PathLike) -> Path:
 
 
 def pipeline(config: Any, out: PathLike | None = None, *, device: str = "auto", resume: bool = False,
-             progress: bool = True, overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Run:
+             progress: bool = True, overrides: Mapping[str, Any] | Sequence[str] | None = None,
+             callbacks: Sequence[Callback] = ()) -> Run:
     """Search, prune, retrain and evaluate in one folder (``runs/<task>-pipeline-<time>`` by default)."""
     from sparseconn.engine.pipeline import pipeline as run_pipeline
 
     cfg = load_config(config, overrides)
     folder = _out(out, cfg, "pipeline")
-    return Run(folder, run_pipeline(cfg, folder, _options(device, resume, progress)))
+    return Run(folder, run_pipeline(cfg, folder, _options(device, resume, progress, callbacks)))
 
 
 def evaluate(run: Run | PathLike, *, device: str = "auto", latency: bool = True, report: bool = True,

@@ -89,3 +89,17 @@ def test_own_holograms_makes_truth_trains_and_infers_a_folder(tmp_path):
     phases = sorted((tmp_path / "runs" / "own" / "phases").iterdir())
     assert [p.stem for p in phases] == [p.stem for p in raw] and len(raw) == 12
     assert tifffile.imread(phases[0]).shape == tifffile.imread(raw[0]).shape == (64, 64)
+
+
+def test_python_api_example_runs_without_the_cli(tmp_path, capsys):
+    import runpy
+
+    text = ast.get_docstring(ast.parse((EXAMPLES / "python_api.py").read_text(encoding="utf-8"))) or ""
+    line = next(x.strip() for x in text.splitlines() if x.strip().startswith("python examples/python_api.py"))
+    args = [str(tmp_path / a) if a.startswith("runs/") else a for a in shlex.split(line)[2:]]
+    assert "--fast-dev-run" in args
+    module = runpy.run_path(str(EXAMPLES / "python_api.py"), run_name="example")
+    module["main"](args)
+    out = capsys.readouterr().out
+    assert "epoch 0: val PSNR" in out and "of 7" in out and "FT + unwrap (classical)" in out
+    assert (tmp_path / "runs" / "api" / "child" / "evaluation.json").is_file()
