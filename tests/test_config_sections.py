@@ -135,3 +135,42 @@ def test_the_old_import_name_of_the_bundled_tasks_names_the_new_one():
 
     with pytest.raises(SparseconnError, match="imported as 'sparseconn_tasks.no_such_task'"):
         import_modules(["tasks.no_such_task"])
+
+
+def test_an_encoder_whose_outputs_break_its_declaration_fails_before_training(tmp_path):
+    from torch import nn
+
+    from sparseconn.encoders import ENCODERS, Encoder, FeatureInfo
+
+    class Lying(Encoder):
+        def __init__(self, in_channels: int = 1) -> None:
+            super().__init__(type(self).feature_info(in_channels))
+            self.a = nn.Conv2d(in_channels, 8, 3, stride=2, padding=1)
+            self.b = nn.Conv2d(8, 8, 3, stride=2, padding=1)  # declared 16
+
+        @classmethod
+        def feature_info(cls, in_channels: int) -> list[FeatureInfo]:
+            return [FeatureInfo(8, 2), FeatureInfo(16, 4)]
+
+        def forward(self, x, upto=None):
+            a = self.a(x)
+            return [a, self.b(a)][: (upto + 1) if upto is not None else 2]
+
+    ENCODERS.register("lying_encoder", Lying)
+    try:
+        path = tmp_path / "lying.yaml"
+        path.write_text(TOY_YAML.replace("name: tiny, params: {channels: [8, 8], strides: [2, 4]}",
+                                         "name: lying_encoder"))
+        line = one_line_error(cli("search", path, "--out", tmp_path / "never", "--quiet"), "lying_encoder",
+                              "feature 1 declares 16 channels", "gives 8 channels")
+        assert "Lying" in line
+        assert not (tmp_path / "never").exists()
+    finally:
+        ENCODERS.unregister("lying_encoder")
+
+
+def test_a_plugin_module_that_does_not_exist_fails_in_one_line(tmp_path):
+    path = tmp_path / "missing.yaml"
+    path.write_text(TOY_YAML.replace("plugins: [tests.toy_task]", "plugins: [tests.toy_task, no_such_plugin_mod]"))
+    one_line_error(cli("search", path, "--out", tmp_path / "never"), "no_such_plugin_mod")
+    assert not (tmp_path / "never").exists()

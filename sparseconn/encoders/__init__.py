@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from sparseconn.contracts import PluginError, check_params
 from sparseconn.encoders.base import ENCODERS, Encoder, FeatureInfo, register_encoder
 from sparseconn.encoders.mobilenetv2 import MobileNetV2, load_pretrained
@@ -38,7 +40,31 @@ def build_encoder(name: str, in_channels: int, **params: Any) -> Encoder:
     if built != (channels, strides):
         raise PluginError(f"{ENCODERS.describe(cls)} was built with channels {built[0]} and strides {built[1]}, "
                           f"but its feature_info gives {channels} and {strides}")
+    check_outputs(encoder, ENCODERS.describe(cls), in_channels, info)
     return encoder
+
+
+@torch.no_grad()
+def check_outputs(encoder: Encoder, label: str, in_channels: int, info: list[FeatureInfo]) -> None:
+    """Run ``encoder`` once on a small zero input (eval mode, then restored) and check that every feature
+    has the channels and the stride its ``feature_info`` declares: a plug-in that breaks its contract
+    fails when the network is built, before any training, in one line naming it and the mismatch."""
+    side = 2 * max(f.stride for f in info)
+    x = torch.zeros(1, in_channels, side, side)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        feats = encoder(x)
+    finally:
+        encoder.train(was_training)
+    if len(feats) != len(info):
+        raise PluginError(f"{label} declares {len(info)} features (feature_info) but its forward returns {len(feats)}")
+    for k, (f, declared) in enumerate(zip(feats, info, strict=True)):
+        got = (int(f.shape[1]), side // int(f.shape[-1]) if f.shape[-1] else None)
+        if got != (declared.channels, declared.stride):
+            raise PluginError(f"{label}: feature {k} declares {declared.channels} channels at stride "
+                              f"{declared.stride} (feature_info) but its forward gives {got[0]} channels at "
+                              f"stride {got[1]}")
 
 
 def encoder_feature_info(name: str, in_channels: int, **params: Any) -> list[FeatureInfo]:
