@@ -102,7 +102,7 @@ def search(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(), ckpt_pref
     trainer = Trainer(net, task, cfg.search, Path(out), "search", payload,
                       ckpt_prefix=ckpt_prefix, device=opts.device, seed=cfg.seed, dist=opts.dist,
                       reg_ctx=reg_ctx, threshold=cfg.prune.threshold,
-                      progress=opts.progress, callbacks=list(opts.callbacks))
+                      progress=opts.progress, callbacks=list(opts.callbacks), log=cfg.log)
     result = trainer.fit(datasets, resume=opts.resume)
     summary = {"stage": "search", "candidates": len(space.candidates), **result,
                "final_connections": net.connections.snapshot()}
@@ -167,7 +167,7 @@ def train(cfg: RunConfig, arch: Architecture, out: Path, opts: RunOptions = RunO
                "edge_bias": inherit is not None}
     trainer = Trainer(net, task, cfg.train, Path(out), "train", payload, device=opts.device, seed=cfg.seed,
                       dist=opts.dist, threshold=cfg.prune.threshold, progress=opts.progress,
-                      callbacks=list(opts.callbacks))
+                      callbacks=list(opts.callbacks), log=cfg.log)
     result = trainer.fit(datasets, resume=opts.resume)
     summary = {"stage": "train", "connections": len(arch.connections), **result}
     if opts.dist.is_main:
@@ -207,7 +207,7 @@ def train_model(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(),
             arch.save(Path(out) / "architecture.json")
     trainer = Trainer(net, task, cfg.train, Path(out), "train", payload, device=opts.device, seed=cfg.seed,
                       dist=opts.dist, threshold=cfg.prune.threshold, progress=opts.progress,
-                      callbacks=list(opts.callbacks))
+                      callbacks=list(opts.callbacks), log=cfg.log)
     result = trainer.fit(datasets, resume=opts.resume)
     summary = {"stage": "train", "model": cfg.model.name, "connections": getattr(net, "num_connections", None),
                **result}
