@@ -6,6 +6,7 @@ connections, minus the connection weights and per-edge BN.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import networkx as nx
@@ -17,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 from sparseconn.config import SpaceConfig
 from sparseconn.connections import ConnectionWeights
 from sparseconn.contracts import PluginError
-from sparseconn.encoders import build_encoder
+from sparseconn.encoders import build_encoder, skip_pretrained
 from sparseconn.errors import ArchitectureError
 from sparseconn.graph import candidate_edges, decoder_nodes, edge_key, nodes_of, split_key
 from sparseconn.heads import build_head
@@ -166,10 +167,12 @@ def build_child(arch: Architecture, inherit: GraphNet | None = None) -> GraphNet
     With ``inherit`` (the supernet it was pruned from), the child starts from the supernet's
     weights: per-edge BN and connection weight are folded into each kept conv, so in eval mode the
     child computes what the supernet computes with its pruned connections set to zero. The
-    architecture's plug-in modules are imported first.
+    architecture's plug-in modules are imported first. An inheriting child's encoder takes the supernet's
+    weights, so its ``pretrained`` weights are not read.
     """
     import_modules(arch.plugins)
-    child = GraphNet(arch.space, arch.graph(), gated=False, edge_bias=inherit is not None)
+    with skip_pretrained() if inherit is not None else nullcontext():
+        child = GraphNet(arch.space, arch.graph(), gated=False, edge_bias=inherit is not None)
     if inherit is not None:
         inherit_weights(child, inherit)
     return child

@@ -27,13 +27,15 @@ def test_two_process_search_keeps_weights_identical(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "sparseconn",
-           "search", str(cfg), "--out", str(out), "--device", "cpu", "--quiet"]
+           "search", str(cfg), "--out", str(out), "--device", "cpu", "--quiet", "--set", "log=[csv, tensorboard]"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, f"stdout:\n{res.stdout[-2000:]}\nstderr:\n{res.stderr[-4000:]}"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2  # one line an epoch: rank 1 wrote nothing
+    assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 2  # header and a row an epoch
+    assert len(list((out / "tensorboard" / "search").iterdir())) == 1  # one event file: rank 0's
     # 16 items, batch 4, 2 ranks: 2 steps an epoch on each rank.
     assert summary["steps_per_epoch"] == 2
 

@@ -1,7 +1,9 @@
 """Encoders: registered backbones that return features fine to coarse.
 
 ``build_encoder("mobilenet_v2", 1, width=1.0)`` builds one by its registry name;
-``encoder_feature_info`` gives the same channels and strides without building anything.
+``encoder_feature_info`` gives the same channels and strides without building anything. An encoder's
+``pretrained`` weights are read at its first construction only: inside :func:`skip_pretrained` (a network
+rebuilt to load a checkpoint into) they are not.
 """
 
 from __future__ import annotations
@@ -11,12 +13,20 @@ from typing import Any
 import torch
 
 from sparseconn.contracts import PluginError, check_params
-from sparseconn.encoders.base import ENCODERS, Encoder, FeatureInfo, register_encoder
-from sparseconn.encoders.mobilenetv2 import MobileNetV2, load_pretrained
+from sparseconn.encoders.base import (
+    ENCODERS,
+    Encoder,
+    FeatureInfo,
+    pretrained_skipped,
+    register_encoder,
+    skip_pretrained,
+)
+from sparseconn.encoders.mobilenetv2 import IMAGENET_URL, MobileNetV2, load_pretrained, pretrained_file
 from sparseconn.encoders.tiny import TinyEncoder
 
 __all__ = [
     "ENCODERS",
+    "IMAGENET_URL",
     "Encoder",
     "FeatureInfo",
     "MobileNetV2",
@@ -24,7 +34,10 @@ __all__ = [
     "build_encoder",
     "encoder_feature_info",
     "load_pretrained",
+    "pretrained_file",
+    "pretrained_skipped",
     "register_encoder",
+    "skip_pretrained",
 ]
 
 

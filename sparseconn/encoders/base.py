@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,3 +59,30 @@ def _check_encoder(name: str, obj: Any) -> None:
 
 ENCODERS: CheckedRegistry[type[Encoder]] = CheckedRegistry("encoder", _check_encoder)
 register_encoder = make_register(ENCODERS)
+
+
+_SKIP_PRETRAINED: ContextVar[bool] = ContextVar("sparseconn_skip_pretrained", default=False)
+
+
+@contextmanager
+def skip_pretrained() -> Iterator[None]:
+    """Build encoders without reading their ``pretrained`` weights, for a network whose state dict is loaded
+    next (a checkpoint, a supernet to inherit from): the weights serve the first construction only, so
+    rebuilding a trained model needs neither the file nor the network.
+
+    Example::
+
+        with skip_pretrained():
+            net = build_supernet(space)  # encoder randomly initialised, its ``pretrained`` not read
+        net.load_state_dict(checkpoint["model"])
+    """
+    token = _SKIP_PRETRAINED.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_PRETRAINED.reset(token)
+
+
+def pretrained_skipped() -> bool:
+    """True inside :func:`skip_pretrained`: an encoder must not load its ``pretrained`` weights now."""
+    return _SKIP_PRETRAINED.get()

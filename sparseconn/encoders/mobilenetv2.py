@@ -7,17 +7,22 @@ strides 2, 2, 4, 8, 16, 16, 32, 32, 32.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import sys
+import urllib.error
+import urllib.parse
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.hub
 from torch import nn
 
-from sparseconn.encoders.base import Encoder, FeatureInfo, register_encoder
+from sparseconn.encoders.base import Encoder, FeatureInfo, pretrained_skipped, register_encoder
 from sparseconn.errors import CheckpointError, SparseconnError
 
 # (expand ratio t, channels c, repeats n, first stride s), as in the paper's Table 2 and torchvision.
@@ -36,6 +41,11 @@ _STEM_CHANNELS = 32
 _STEM_STRIDE = 2
 _LAST_CHANNELS = 1280
 _FIRST_CONV_KEY = "features.0.0.weight"
+IMAGENET_URL = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
+"""torchvision's MobileNetV2 ImageNet weights (``MobileNet_V2_Weights.IMAGENET1K_V1``): ``pretrained: imagenet``."""
+PRETRAINED_ALIASES = {"imagenet": IMAGENET_URL}
+URL_SCHEMES = ("https", "file")
+PRETRAINED_FORMS = "'imagenet', a local file path, or an https:// or file:// URL"
 
 
 def _make_divisible(v: float, divisor: int = 8) -> int:
@@ -59,6 +69,76 @@ def check_upto(upto: int | None, n_features: int) -> int:
     if isinstance(upto, bool) or not isinstance(upto, int) or not 0 <= upto < n_features:
         raise SparseconnError(f"upto must be an integer in [0, {n_features - 1}] or None, got {upto!r}")
     return upto
+
+
+def check_pretrained(value: Any) -> None:
+    """A ``pretrained`` value of a valid form (``None``, ``imagenet``, a path, an https:// or file:// URL);
+    nothing is read or downloaded here."""
+    if value is None or isinstance(value, os.PathLike):
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise SparseconnError(f"mobilenet_v2 pretrained is {value!r}; expected {PRETRAINED_FORMS}")
+    if "://" in value:
+        parts = urllib.parse.urlparse(value)
+        if parts.scheme not in URL_SCHEMES:
+            raise SparseconnError(f"mobilenet_v2 pretrained {value!r} has scheme {parts.scheme!r}; expected "
+                                  f"{PRETRAINED_FORMS}")
+        if not Path(parts.path).name:
+            raise SparseconnError(f"mobilenet_v2 pretrained {value!r} names no file; expected a URL ending in a "
+                                  "file name, e.g. " + IMAGENET_URL)
+
+
+def pretrained_file(value: str | os.PathLike[str]) -> Path:
+    """The local file of a ``pretrained`` value: a path as it is; ``imagenet`` and URLs downloaded once into
+    torch.hub's cache (``torch.hub.get_dir()/checkpoints``, under ``TORCH_HOME``), hash-checked when the
+    file name carries a ``-<hex>`` SHA-256 prefix as torchvision's do."""
+    check_pretrained(value)
+    text = os.fspath(value)
+    url = PRETRAINED_ALIASES.get(text, text)
+    if "://" not in url:
+        path = Path(url).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"mobilenet_v2 pretrained {text!r} is not a file; expected {PRETRAINED_FORMS}")
+        return path
+    name = Path(urllib.parse.urlparse(url).path).name
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / name
+    match = torch.hub.HASH_REGEX.search(name)
+    prefix = match.group(1) if match and match.group(1) else None
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        part = cached.with_name(f"{name}.{os.getpid()}.part")
+        try:
+            torch.hub.download_url_to_file(url, str(part), progress=sys.stderr.isatty())
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            part.unlink(missing_ok=True)
+            reason = str(getattr(exc, "reason", exc)).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"mobilenet_v2 pretrained {text!r}: cannot download {url} ({reason}); expected "
+                                  f"a reachable URL, or give a local file path") from None
+        try:
+            _check_hash(part, prefix, text)
+        except CheckpointError:
+            part.unlink(missing_ok=True)
+            raise
+        os.replace(part, cached)  # atomic: the cache never holds a partial or unchecked file
+    else:
+        _check_hash(cached, prefix, text)
+    return cached
+
+
+def _check_hash(path: Path, prefix: str | None, value: str) -> None:
+    """The file's SHA-256 starts with ``prefix`` (the ``-<hex>`` of its name), else a one-line error."""
+    if prefix is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    got = digest.hexdigest()
+    if not got.startswith(prefix):
+        where = "downloaded" if path.suffix == ".part" else f"cached at {path} (delete it to download again)"
+        raise CheckpointError(f"mobilenet_v2 pretrained {value!r}: the file {where} has SHA-256 "
+                              f"{got[:len(prefix)]}..., "
+                              f"expected {prefix}... as its name says (a corrupt or tampered file?)")
 
 
 class ConvBNReLU6(nn.Sequential):
@@ -133,12 +213,12 @@ class MobileNetV2(Encoder):
 
     Example::
 
-        enc = MobileNetV2(in_channels=1, pretrained="mobilenet_v2-b0353104.pth")
+        enc = MobileNetV2(in_channels=1, pretrained="imagenet")  # or a local file, or an https:// URL
         feats = enc(torch.randn(2, 1, 256, 256), upto=3)  # 4 features, strides 2, 2, 4, 8
     """
 
     def __init__(self, in_channels: int = 3, width: float = DEFAULT_WIDTH, pretrained: str | None = None) -> None:
-        super().__init__(type(self).feature_info(in_channels, width))  # checks both
+        super().__init__(type(self).feature_info(in_channels, width, pretrained))  # checks all three
         stem, blocks, last, taps, _ = _plan(width)
         layers: list[nn.Module] = [ConvBNReLU6(in_channels, stem, stride=_STEM_STRIDE)]
         layers += [InvertedResidual(i, o, s, t) for i, o, s, t in blocks]
@@ -147,8 +227,13 @@ class MobileNetV2(Encoder):
         self.taps = taps
         self.in_channels = in_channels
         self._init_weights()
-        if pretrained is not None:
-            missing, _ = load_pretrained(self, pretrained)
+        if pretrained is not None and not pretrained_skipped():  # skipped: a checkpoint's weights come next
+            path = pretrained_file(pretrained)
+            try:
+                missing, _ = load_pretrained(self, path)
+            except CheckpointError as exc:
+                raise CheckpointError(f"mobilenet_v2 pretrained {os.fspath(pretrained)!r}: {exc}; expected "
+                                      "torchvision MobileNetV2 weights") from None
             if missing:  # strict=False keeps going, but a half-loaded encoder should not pass silently
                 warnings.warn(
                     f"{len(missing)} encoder tensors were not in {pretrained!r}, e.g. {missing[0]!r}",
@@ -160,6 +245,7 @@ class MobileNetV2(Encoder):
         cls, in_channels: int, width: float = DEFAULT_WIDTH, pretrained: str | None = None
     ) -> list[FeatureInfo]:
         check_in_channels(in_channels, "mobilenet_v2")  # the input only feeds the stem conv
+        check_pretrained(pretrained)  # its form only: the file is read when the encoder is first built
         stem, blocks, last, taps, strides = _plan(width)
         # taps[1:-1] index features.N; features.N for 1 <= N <= 17 is block N-1, whose output is [1]
         channels = [stem] + [blocks[tap - 1][1] for tap in taps[1:-1]] + [last]

@@ -1,6 +1,6 @@
 """The run configuration: one pydantic tree, loaded from YAML with ``--set a.b=value`` overrides.
 
-Sections: ``plugins`` and ``checkpointing`` (run-level settings), ``task`` (validated by the task's own
+Sections: ``plugins``, ``checkpointing`` and ``log`` (run-level settings), ``task`` (validated by the task's own
 ``Config``, a :class:`~sparseconn.task.TaskConfig`, and carried as that typed object), ``space`` (the core's
 :class:`~sparseconn.config.SpaceConfig`: only what builds the network), ``search``
 (:class:`SearchConfig`), ``train`` (:class:`TrainConfig`), ``prune``, ``evaluate`` and ``model``. Every
@@ -22,6 +22,7 @@ import yaml
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from sparseconn.config import SpaceConfig, format_validation_error, read_yaml, validate
+from sparseconn.engine.loggers import check_extras, check_log
 from sparseconn.errors import ConfigError, SparseconnError
 from sparseconn.registry import import_modules
 from sparseconn.schema import StrictModel
@@ -224,6 +225,10 @@ class RunConfig(StrictModel):
     fusions and heads can register themselves (e.g. ``[my_pkg.my_space]``)."""
     checkpointing: bool = False
     """Gradient checkpointing of each decoder stage while training (saves supernet memory)."""
+    log: list[str] = Field(default_factory=lambda: ["jsonl"])
+    """Epoch loggers (:mod:`sparseconn.engine.loggers`): ``jsonl`` (``metrics.jsonl``, ``connections.jsonl``;
+    always written, listed or not, since reports and ``runs`` read them), ``csv`` (``metrics.csv``),
+    ``tensorboard`` (``RUN/tensorboard/``; needs ``pip install 'sparseconn[tensorboard]'``)."""
     task: SerializeAsAny[TaskConfig]
     """``name`` (the task's registry name) plus the task's own options, validated by its ``Config``."""
     space: SpaceConfig
@@ -248,6 +253,11 @@ class RunConfig(StrictModel):
         if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
             import_modules(plugins)  # (a malformed list is left to the field's validation)
         return data
+
+    @field_validator("log", mode="before")
+    @classmethod
+    def _loggers(cls, value: Any) -> list[str]:
+        return check_log(value)
 
     @field_validator("task", mode="before")
     @classmethod
@@ -321,7 +331,8 @@ def validate_run_config(data: dict[str, Any], source: str, warn: bool = True) ->
     """A run config from its data: plug-ins imported first (user tasks may live in them), then the task
     section validated by the task's own ``Config`` and checked against ``space``, then the rest. Keys an
     older sparseconn kept elsewhere are moved, with a warning naming their new place unless ``warn`` is
-    False (configs stored in old checkpoints)."""
+    False (configs stored in checkpoints, which are also read without the loggers' optional extras: a
+    stored config rebuilds a model, which logs nothing)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
     data, moved = migrate(data)
@@ -337,6 +348,11 @@ def validate_run_config(data: dict[str, Any], source: str, warn: bool = True) ->
     cls = task_config_class(task.get("name"))
     data = {**data, "task": validate(cls, task, source, "task")}
     cfg = validate(RunConfig, data, source)
+    if warn:
+        try:
+            check_extras(cfg.log)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     try:
         TASKS.get(cfg.task.name).check_space(cfg.task, cfg.space)
     except ValueError as exc:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from sparseconn.architecture import Architecture
+from sparseconn.encoders import skip_pretrained
 from sparseconn.engine.config import RunConfig
 from sparseconn.engine.distributed import DistInfo
 from sparseconn.engine.loading import load_supernet, make_task
@@ -60,6 +62,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def first_build(opts: RunOptions) -> AbstractContextManager[None]:
+    """Where a job builds its network: a resumed run loads its last checkpoint next, so its encoder's
+    ``pretrained`` weights are not read again (they serve the first construction only)."""
+    return skip_pretrained() if opts.resume else nullcontext()
+
+
 def regularizer_context(space: SearchSpace, size: tuple[int, int]) -> RegContext:
     """What the regularizers know of the space's connections: their order, stages and MACs at ``size``."""
     keys = space.candidates
@@ -83,7 +91,8 @@ def search(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(), ckpt_pref
     seed_everything(cfg.seed)
     task = make_task(cfg)
     space = SearchSpace(cfg.space)
-    net = build_supernet(space)
+    with first_build(opts):
+        net = build_supernet(space)
     net.checkpointing = cfg.checkpointing
     reg_ctx = regularizer_context(space, cfg.search.cost_size)
     datasets = task.datasets(cfg.seed)
@@ -93,7 +102,7 @@ def search(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(), ckpt_pref
     trainer = Trainer(net, task, cfg.search, Path(out), "search", payload,
                       ckpt_prefix=ckpt_prefix, device=opts.device, seed=cfg.seed, dist=opts.dist,
                       reg_ctx=reg_ctx, threshold=cfg.prune.threshold,
-                      progress=opts.progress, callbacks=list(opts.callbacks))
+                      progress=opts.progress, callbacks=list(opts.callbacks), log=cfg.log)
     result = trainer.fit(datasets, resume=opts.resume)
     summary = {"stage": "search", "candidates": len(space.candidates), **result,
                "final_connections": net.connections.snapshot()}
@@ -146,7 +155,8 @@ def train(cfg: RunConfig, arch: Architecture, out: Path, opts: RunOptions = RunO
         if inherit_from is None:
             raise SparseconnError("train.inherit is set but no supernet checkpoint was given to inherit from")
         inherit = load_supernet(inherit_from, arch.space).eval()
-    net = build_child(arch, inherit=inherit)
+    with first_build(opts):
+        net = build_child(arch, inherit=inherit)
     net.checkpointing = cfg.checkpointing
     datasets = task.datasets(cfg.seed)
     if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
@@ -157,7 +167,7 @@ def train(cfg: RunConfig, arch: Architecture, out: Path, opts: RunOptions = RunO
                "edge_bias": inherit is not None}
     trainer = Trainer(net, task, cfg.train, Path(out), "train", payload, device=opts.device, seed=cfg.seed,
                       dist=opts.dist, threshold=cfg.prune.threshold, progress=opts.progress,
-                      callbacks=list(opts.callbacks))
+                      callbacks=list(opts.callbacks), log=cfg.log)
     result = trainer.fit(datasets, resume=opts.resume)
     summary = {"stage": "train", "connections": len(arch.connections), **result}
     if opts.dist.is_main:
@@ -182,7 +192,8 @@ def train_model(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(),
                               "supernet: set train.inherit: false (--set train.inherit=false)")
     seed_everything(cfg.seed)
     task = make_task(cfg)
-    net = build_model(cfg.model.name, cfg.model.params, cfg.space, task)
+    with first_build(opts):
+        net = build_model(cfg.model.name, cfg.model.params, cfg.space, task)
     arch = getattr(net, "architecture", None)
     datasets = task.datasets(cfg.seed)
     if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
@@ -196,7 +207,7 @@ def train_model(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(),
             arch.save(Path(out) / "architecture.json")
     trainer = Trainer(net, task, cfg.train, Path(out), "train", payload, device=opts.device, seed=cfg.seed,
                       dist=opts.dist, threshold=cfg.prune.threshold, progress=opts.progress,
-                      callbacks=list(opts.callbacks))
+                      callbacks=list(opts.callbacks), log=cfg.log)
     result = trainer.fit(datasets, resume=opts.resume)
     summary = {"stage": "train", "model": cfg.model.name, "connections": getattr(net, "num_connections", None),
                **result}

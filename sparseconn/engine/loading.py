@@ -3,7 +3,9 @@ supernet (:func:`load_supernet`), and the task a stored run config names (:func:
 
 A checkpoint's ``kind`` says how its network is rebuilt: ``"supernet"`` from the stored space config,
 ``"child"`` from the stored architecture, ``"model"`` (a fixed model) from its stored architecture when it
-has one, else from its builder (:mod:`sparseconn.models`).
+has one, else from its builder (:mod:`sparseconn.models`). Networks are rebuilt inside
+:func:`~sparseconn.encoders.skip_pretrained`: the checkpoint holds the encoder's weights, so an encoder's
+``pretrained`` file (or download) is not needed to load a trained model on another machine.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import nn
 
 from sparseconn.architecture import Architecture
 from sparseconn.config import SpaceConfig
+from sparseconn.encoders import skip_pretrained
 from sparseconn.engine.checkpoint import load_checkpoint, load_model_state
 from sparseconn.engine.config import ModelConfig, RunConfig
 from sparseconn.engine.rundir import check_run_membership, config_of, find_checkpoint, space_difference
@@ -61,7 +64,8 @@ def load_supernet(path: Path, space: SpaceConfig | None = None) -> GraphNet:
     if where is not None:
         raise CheckpointError(f"checkpoint {path} was saved from another architecture than the child's search "
                               f"space ({where} differs)")
-    net = build_supernet(SearchSpace(cfg.space))
+    with skip_pretrained():  # the checkpoint holds the encoder's weights
+        net = build_supernet(SearchSpace(cfg.space))
     load_model_state(net, ckpt, path)
     return net
 
@@ -92,6 +96,14 @@ def load_model(source: Path, which: str = "best") -> LoadedModel:
     ckpt = load_checkpoint(path)
     check_run_membership(path, ckpt, source if source.is_dir() else None)
     cfg = config_of(ckpt, path)
+    with skip_pretrained():  # the checkpoint holds the encoder's weights
+        net = _rebuild(ckpt, cfg, path)
+    load_model_state(net, ckpt, path)
+    return LoadedModel(net.eval(), cfg, ckpt["kind"], path, ckpt)
+
+
+def _rebuild(ckpt: dict[str, Any], cfg: RunConfig, path: Path) -> nn.Module:
+    """The network of a checkpoint of any kind, before its state is loaded."""
     if ckpt.get("kind") == "child":
         try:
             arch = Architecture.model_validate(ckpt["architecture"])
@@ -105,5 +117,4 @@ def load_model(source: Path, which: str = "best") -> LoadedModel:
         net = _fixed_model(ckpt, cfg, path)
     else:
         raise CheckpointError(f"{path}: unknown model kind {ckpt.get('kind')!r}")
-    load_model_state(net, ckpt, path)
-    return LoadedModel(net.eval(), cfg, ckpt["kind"], path, ckpt)
+    return net

@@ -6,7 +6,8 @@ The network is a :class:`~sparseconn.network.GraphNet` (supernet or child) or an
 exist only where the network has them.
 
 Every epoch appends one line to ``metrics.jsonl`` (and, with connection weights, to ``connections.jsonl``)
-whose ``phase`` is the :class:`Phase` value: ``search`` or ``train``."""
+whose ``phase`` is the :class:`Phase` value: ``search`` or ``train``; the run config's ``log`` adds
+``metrics.csv`` and TensorBoard event files (:mod:`sparseconn.engine.loggers`). Only rank 0 logs."""
 
 from __future__ import annotations
 
@@ -34,11 +35,11 @@ from sparseconn.engine.checkpoint import (
 from sparseconn.engine.config import SearchConfig, TrainingConfig
 from sparseconn.engine.distributed import DistInfo, all_reduce_sum, assert_same_on_all_ranks
 from sparseconn.engine.inference import amp_dtype, autocast, predict
+from sparseconn.engine.loggers import EpochEntry, EpochLogger, make_loggers
 from sparseconn.engine.metrics import MetricAccumulator
 from sparseconn.engine.optim import make_optimizer, make_scheduler, weight_groups
 from sparseconn.engine.progress import ProgressReporter
 from sparseconn.errors import CheckpointError, SparseconnError
-from sparseconn.fileio import append_jsonl, truncate_jsonl
 from sparseconn.network import GraphNet
 from sparseconn.regularizers import REGULARIZERS, RegContext
 from sparseconn.task import Task
@@ -83,6 +84,8 @@ class _Loop:
     dtype: torch.dtype | None
     """Autocast dtype (None: full precision)."""
     bar: ProgressReporter
+    loggers: list[EpochLogger]
+    """The run's epoch loggers (none on ranks other than 0)."""
 
 
 @dataclass
@@ -102,6 +105,8 @@ class Trainer:
     threshold: float = 1e-3
     progress: bool = True
     callbacks: list[Callable[[int, dict], None]] = field(default_factory=list)
+    log: list[str] = field(default_factory=lambda: ["jsonl"])
+    """The run config's ``log``: epoch loggers by name (``jsonl`` is always written)."""
 
     def __post_init__(self) -> None:
         try:
@@ -228,15 +233,15 @@ class Trainer:
             scaler.load_state_dict(ckpt["scaler"])
             set_rng_state(ckpt["rng"])
             start, best = ckpt["epoch"] + 1, ckpt["best"]
-            if self.dist.is_main:  # a run killed between its log lines and its checkpoint re-runs that epoch
-                for log in ("metrics.jsonl", "connections.jsonl"):
-                    truncate_jsonl(self.run_dir / log,
-                                   lambda r: r.get("phase") != self.stage.value or r.get("epoch", -1) < start)
+        # A resumed run's loggers drop what a run killed between its log lines and its checkpoint logged
+        # for the epochs that run again.
+        loggers = make_loggers(self.log, self.run_dir, self.stage.value, start if resume else None) \
+            if self.dist.is_main else []
         model = DDP(net, device_ids=[self.dist.local_rank] if self.device.startswith("cuda") else None) \
             if self.dist.enabled else net
         bar = ProgressReporter(self.stage.value, cfg.epochs, enabled=self.progress and self.dist.is_main)
         loop = _Loop(model=model, loader=train_loader, sampler=sampler, datasets=datasets, steps=steps,
-                     optimizers=opts, schedulers=scheds, scaler=scaler, dtype=dtype, bar=bar)
+                     optimizers=opts, schedulers=scheds, scaler=scaler, dtype=dtype, bar=bar, loggers=loggers)
         try:
             for epoch in range(start, cfg.epochs):
                 record = self._epoch(loop, epoch)
@@ -247,6 +252,8 @@ class Trainer:
                     cb(epoch, record)
         finally:
             bar.close()
+            for logger in loggers:
+                logger.close()
         return {"best": best, "epochs": cfg.epochs, "steps_per_epoch": steps, "world_size": self.dist.world_size}
 
     def _epoch(self, loop: _Loop, epoch: int) -> dict:
@@ -341,10 +348,11 @@ class Trainer:
         if improved:
             best = {"metric": self.task.primary_metric, "value": value, "epoch": epoch}
         if self.dist.is_main:
-            append_jsonl(self.run_dir / "metrics.jsonl", record)
-            if weights is not None:
-                append_jsonl(self.run_dir / "connections.jsonl", {"epoch": epoch, "phase": self.stage.value,
-                                                                   "weights": weights})
+            lrs = {g.get("name", f"group{i}"): g["lr"]
+                   for o in loop.optimizers for i, g in enumerate(o.param_groups)}
+            entry = EpochEntry(epoch, self.stage.value, record, lrs, weights)
+            for logger in loop.loggers:
+                logger.log(entry)
             payload = self._payload(record, epoch, best, opts=loop.optimizers, scheds=loop.schedulers,
                                     scaler=loop.scaler, weights=weights)
             save_checkpoint(self.ckpt_path("last"), payload)
