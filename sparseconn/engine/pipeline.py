@@ -7,8 +7,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from sparseconn.architecture import Architecture
 from sparseconn.engine.baselines import check_baseline_runs, model_baselines, train_baselines
 from sparseconn.engine.config import RunConfig
+from sparseconn.engine.distributed import barrier
 from sparseconn.engine.evaluate import evaluate
 from sparseconn.engine.jobs import RunOptions, prune, refuse_model, search, train
 from sparseconn.engine.rundir import prepare_run_dir
@@ -30,7 +32,14 @@ def pipeline(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(),
     search_done = (out / "search_summary.json").is_file()
     if not search_done:
         search(cfg, out, opts, ckpt_prefix="search_", prepare=False)
-    arch = prune(out)
+    # Rank 0 prunes once the search's checkpoints are all written; the others read its architecture, so
+    # every rank retrains the same child.
+    barrier(opts.dist)
+    if opts.dist.is_main:
+        arch = prune(out)
+    barrier(opts.dist)
+    if not opts.dist.is_main:
+        arch = Architecture.load(out / "architecture.json")
     retrain_opts = dataclasses.replace(opts, resume=opts.resume and (ckpts / "last.pt").is_file())
     inherit = ckpts / "search_best.pt" if cfg.train.inherit else None
     train_summary = train(cfg, arch, out, retrain_opts, inherit_from=inherit, prepare=False)
