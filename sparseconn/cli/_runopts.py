@@ -1,8 +1,16 @@
-"""Options shared by the run commands and the config loading they do."""
+"""Options shared by the run commands and the config loading they do: bundled configs by name, the
+resolved config (``--print-config``) and a new run folder for each run without ``--out``."""
 
 from __future__ import annotations
 
+import itertools
+import os
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from importlib.metadata import entry_points
+from importlib.resources import files
 from pathlib import Path
 
 import typer
@@ -10,14 +18,20 @@ import typer
 from sparseconn.cli.common import resolve_device
 from sparseconn.config import read_yaml
 from sparseconn.engine.config import RunConfig, apply_overrides, validate_run_config
-from sparseconn.engine.distributed import init_distributed
+from sparseconn.engine.distributed import DistInfo, init_distributed
 from sparseconn.engine.jobs import RunOptions
+from sparseconn.errors import ConfigError, SparseconnError
+from sparseconn.registry import PLUGIN_GROUP
 from sparseconn.task import TASKS
 
-OUT = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<config name>).")
+CONFIG_HELP = ("Run config: a YAML file, or the name of a bundled config (e.g. phase_retrieval for the installed "
+               "tasks/phase_retrieval.yaml).")
+OUT = typer.Option(None, "--out", "-o", help="Run folder (default: a new runs/<config name>-<job>-<date>-<time>).")
 DEVICE = typer.Option("auto", "--device", help="auto (cuda if available), cpu, cuda or cuda:N.")
 SEED = typer.Option(None, "--seed", help="Override the config's seed.")
-RESUME = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")
+RESUME = typer.Option(False, "--resume", help="Continue the run in --out (required) from its last checkpoint.")
+PRINT_CONFIG = typer.Option(False, "--print-config", help="Print the resolved config (YAML, after --set, --seed and "
+                                                          "--fast-dev-run) and exit without running.")
 FAST = typer.Option(False, "--fast-dev-run", help="Two batches of two items in each stage, for smoke tests.")
 SET = typer.Option(None, "--set", help="Override a config value: --set search.epochs=3 (repeatable).")
 QUIET = typer.Option(False, "--quiet", help="No progress output.")
@@ -52,8 +66,93 @@ def load_config(path: Path, overrides: list[str] | None, seed: int | None, fast:
         return validate_run_config(data, str(path))
 
 
-def default_out(config: Path, out: Path | None, suffix: str = "") -> Path:
-    return out if out is not None else Path("runs") / f"{config.stem}{suffix}"
+def bundled_configs() -> dict[str, Path]:
+    """Name -> file of the run configs that the installed plug-ins ship (``*.yaml`` at the top of each
+    ``sparseconn.plugins`` entry point's package, e.g. ``sparseconn_tasks/phase_retrieval.yaml``)."""
+    found: dict[str, Path] = {}
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            root = files(ep.value.split(":")[0].split(".")[0])
+        except ModuleNotFoundError:  # a broken plug-in: load_plugins reports it
+            continue
+        for item in sorted(root.iterdir(), key=lambda t: t.name):
+            if item.name.endswith(".yaml") and item.is_file():
+                found.setdefault(item.name[: -len(".yaml")], Path(str(item)))
+    return found
+
+
+def resolve_config(path: Path) -> Path:
+    """``path`` itself when it exists or looks like a path (a separator or a suffix); else the bundled config
+    of that name (``phase_retrieval`` -> the installed ``tasks/phase_retrieval.yaml``), or a one-line error
+    listing the bundled names."""
+    text = str(path)
+    if path.exists() or path.suffix or "/" in text or os.sep in text or (os.altsep and os.altsep in text):
+        return path
+    bundled = bundled_configs()
+    if text not in bundled:
+        raise ConfigError(f"{text!r} is neither a file nor a bundled config; bundled configs: "
+                          f"{', '.join(sorted(bundled)) or '(none installed)'}")
+    return bundled[text]
+
+
+def print_config(cfg: RunConfig) -> None:
+    """``--print-config``: the resolved config as YAML on stdout (once under torchrun)."""
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(cfg.dump().rstrip("\n"))
+
+
+def check_resume(out: Path | None, resume: bool) -> None:
+    """``--resume`` continues one run folder, which only ``--out`` can name."""
+    if resume and out is None:
+        raise SparseconnError("--resume needs --out RUN_FOLDER, the run to continue (without --out every run "
+                              "starts in a new folder)")
+
+
+def new_run_folder(config: Path, job: str, dist: DistInfo = DistInfo(), root: Path = Path("runs")) -> Path:
+    """Create ``root/<config stem>-<job>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``, ... appended while the name is
+    taken; each try an atomic mkdir, so two runs started at once get two folders). Under torchrun rank 0
+    creates it and sends its name to the other ranks."""
+    path: str | None = None
+    problem: str | None = None
+    if dist.is_main:
+        base = root / f"{config.stem}-{job}-{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            for n in itertools.count(1):
+                candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+                try:
+                    candidate.mkdir(parents=True, exist_ok=False)
+                except FileExistsError:
+                    continue
+                path = str(candidate)
+                break
+        except OSError as exc:
+            problem = f"cannot create a run folder in {root}: {exc}; pass --out"
+    if dist.enabled:  # every rank must write to the folder rank 0 made
+        import torch.distributed
+
+        box = [path, problem]
+        torch.distributed.broadcast_object_list(box, src=0)
+        path, problem = box
+    if problem is not None or path is None:
+        raise SparseconnError(problem or "no run folder was created; pass --out")
+    return Path(path)
+
+
+@contextmanager
+def run_folder(config: Path, out: Path | None, job: str, dist: DistInfo) -> Iterator[Path]:
+    """``out`` when given (the job refuses one that holds files); else a :func:`new_run_folder`, removed
+    again if the job fails before writing anything into it."""
+    if out is not None:
+        yield out
+        return
+    path = new_run_folder(config, job, dist)
+    try:
+        yield path
+    except BaseException:
+        if dist.is_main:
+            with suppress(OSError):  # rmdir removes an empty folder only: nothing written is lost
+                path.rmdir()
+        raise
 
 
 def run_options(device: str, resume: bool, quiet: bool) -> RunOptions:

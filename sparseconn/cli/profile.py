@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sparseconn.cli._runopts import resolve_config
 from sparseconn.cli.common import app, handle_errors, resolve_device
 from sparseconn.errors import SparseconnError
 
@@ -55,8 +56,8 @@ def profile_source(source: Path, size: tuple[int, int], batch: int = 1, latency:
 @app.command("profile")
 @handle_errors
 def profile_cmd(
-    source: Path = typer.Argument(..., help="A config YAML (its supernet, or its `model:`) or an architecture.json "
-                                            "(its child)."),
+    source: Path = typer.Argument(..., help="A config YAML (its supernet, or its `model:`), a bundled config's name "
+                                            "(e.g. phase_retrieval) or an architecture.json (its child)."),
     size: tuple[int, int] = typer.Option((1024, 1024), "--size", help="Input height and width."),
     batch: int = typer.Option(1, "--batch", min=1),
     latency: bool = typer.Option(False, "--latency", help="Also time forward passes (median)."),
@@ -65,6 +66,7 @@ def profile_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Parameters, multiply-accumulates and connection count at an input size."""
+    source = resolve_config(source)
     out = profile_source(source, size, batch, latency, runs, resolve_device(device))
     if as_json:
         typer.echo(json.dumps(out))
