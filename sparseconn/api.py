@@ -64,17 +64,24 @@ def _overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[str]
 
 
 def load_config(config: Any, overrides: Mapping[str, Any] | Sequence[str] | None = None):
-    """A validated run config (:class:`~sparseconn.engine.config.RunConfig`) from a YAML path, a mapping of
-    its sections, or a run config, with ``overrides`` applied (``{"search.epochs": 3}``)."""
-    from sparseconn.engine.config import RunConfig, apply_overrides, load_run_config, validate_run_config
+    """A validated run config (:class:`~sparseconn.engine.config.RunConfig`) from a YAML path, the name of a
+    bundled config (``"phase_retrieval"``), a mapping of its sections, or a run config, with ``overrides``
+    applied (``{"search.epochs": 3}``)."""
+    from sparseconn.engine.config import (
+        RunConfig,
+        apply_overrides,
+        load_run_config,
+        resolve_config,
+        validate_run_config,
+    )
 
     items = _overrides(overrides)
     if isinstance(config, RunConfig):
         return validate_run_config(apply_overrides(config.model_dump(mode="json"), items), "config", warn=False)
     if isinstance(config, Mapping):
         return validate_run_config(apply_overrides(dict(config), items), "config")
-    if isinstance(config, str | os.PathLike):
-        return load_run_config(Path(config), items)
+    if isinstance(config, str | os.PathLike):  # a file, or the name of a bundled config (phase_retrieval)
+        return load_run_config(resolve_config(Path(config)), items)
     raise SparseconnError(f"config must be a YAML path, a mapping or a RunConfig, got {type(config).__name__}")
 
 

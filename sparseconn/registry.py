@@ -39,6 +39,7 @@ T = TypeVar("T")
 
 PLUGIN_GROUP = "sparseconn.plugins"
 _plugins_loaded = False
+_user_plugins: list[str] = []  # modules imported through import_modules (a config's `plugins:`), in order
 
 
 class RegistryError(SparseconnError, KeyError):
@@ -84,6 +85,8 @@ def import_modules(modules: list[str]) -> None:
     for name in modules:
         try:
             _import_module(name)
+            if name not in _user_plugins:
+                _user_plugins.append(name)
         except ImportError as exc:
             hint = ""
             if name.split(".")[0] == "tasks" and importlib.util.find_spec("sparseconn_tasks") is not None:
@@ -91,12 +94,50 @@ def import_modules(modules: list[str]) -> None:
             raise SparseconnError(f"plugin module {name!r} could not be imported: {exc}{hint}") from exc
 
 
+def _under(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def origin_of(module: str) -> str:
+    """Where a registration made in ``module`` comes from: ``built in`` (sparseconn itself), the installed
+    plug-in (the ``sparseconn.plugins`` entry point's module, e.g. ``sparseconn_tasks.phase_retrieval``),
+    ``config plug-in MODULE`` (imported by :func:`import_modules`, i.e. a config's ``plugins:`` list), or
+    else the module's own name (something imported it directly)."""
+    if _under(module, "sparseconn"):
+        return "built in"
+    for name in _user_plugins:
+        if _under(module, name):
+            return f"config plug-in {name}"
+    packages = [ep.value.split(":")[0] for ep in entry_points(group=PLUGIN_GROUP)]
+    for package in packages:
+        if _under(module, package):
+            return package
+    for package in packages:  # a module of the plug-in's distribution outside the entry point's package
+        if _under(module, package.split(".")[0]):
+            return package.split(".")[0]
+    return module
+
+
+_REGISTERING = frozenset({__name__, "sparseconn.contracts"})  # frames to skip when finding who registers
+
+
+def _registering_module(item: Any) -> str:
+    """The module whose code called ``register`` (outside the registry machinery), else ``item``'s own."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") in _REGISTERING:
+        frame = frame.f_back
+    name = frame.f_globals.get("__name__") if frame is not None else None
+    return name or getattr(item, "__module__", None) or type(item).__module__
+
+
 class Registry(Generic[T]):
-    """A named collection of factories. Duplicate names are an error."""
+    """A named collection of factories. Duplicate names are an error. Each name remembers the module that
+    registered it (:meth:`module_of`)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._modules: dict[str, str] = {}
 
     def register(self, name: str, obj: T | None = None) -> Any:
         """Register ``obj`` under ``name``; without ``obj``, return a decorator."""
@@ -104,6 +145,8 @@ class Registry(Generic[T]):
         def add(item: T) -> T:
             if name in self._items and self._items[name] is not item:
                 raise RegistryError(f"{self.kind} {name!r} is already registered")
+            if name not in self._items:
+                self._modules[name] = _registering_module(item)
             self._items[name] = item
             return item
 
@@ -116,6 +159,13 @@ class Registry(Generic[T]):
         global, so a test or notebook that registers a throwaway name uses it to leave the registry as
         it found it."""
         self._items.pop(name, None)
+        self._modules.pop(name, None)
+
+    def module_of(self, name: str) -> str:
+        """The module that registered ``name`` (e.g. ``sparseconn.ops``, ``sparseconn_tasks.segmentation.heads``);
+        :func:`origin_of` turns it into ``built in``, a plug-in or a config plug-in."""
+        self.get(name)  # unknown names fail as in get
+        return self._modules[name]
 
     def get(self, name: str) -> T:
         if name not in self._items:

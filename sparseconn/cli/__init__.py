@@ -4,7 +4,8 @@ Every command validates its arguments, calls one library function and prints. Ba
 :class:`~sparseconn.errors.SparseconnError`, shown as one line on stderr with exit code 2.
 Command modules register themselves on ``app`` when imported here, each named after its commands:
 :mod:`~sparseconn.cli.run` (search, prune, train, evaluate, pipeline), :mod:`~sparseconn.cli.infer_export`
-(infer, export), :mod:`~sparseconn.cli.draw` and :mod:`~sparseconn.cli.profile`. Installed plugins
+(infer, export), :mod:`~sparseconn.cli.draw`, :mod:`~sparseconn.cli.profile` and :mod:`~sparseconn.cli.listing`
+(list). Installed plugins
 (tasks) may add their own command groups (e.g. ``data``) through ``sparseconn.registry.CLI_EXTENSIONS``.
 """
 
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sparseconn.cli import draw, infer_export, profile, run
+from sparseconn.cli import draw, infer_export, listing, profile, run
 from sparseconn.cli.common import app
 from sparseconn.registry import CLI_EXTENSIONS, load_plugins
 
-__all__ = ["app", "draw", "infer_export", "main", "profile", "run"]
+__all__ = ["app", "draw", "infer_export", "listing", "main", "profile", "run"]
 
 load_plugins()
 for _name in CLI_EXTENSIONS.names():  # tasks add their command groups, e.g. `sparseconn data`

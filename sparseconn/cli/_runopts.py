@@ -1,8 +1,12 @@
-"""Options shared by the run commands and the config loading they do."""
+"""Options shared by the run commands and the config loading they do: bundled configs by name, the
+resolved config (``--print-config``) and a new run folder for each run without ``--out``."""
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import typer
@@ -10,14 +14,20 @@ import typer
 from sparseconn.config import read_yaml
 from sparseconn.engine.config import RunConfig, apply_overrides, validate_run_config
 from sparseconn.engine.devices import resolve_device
-from sparseconn.engine.distributed import init_distributed
+from sparseconn.engine.distributed import DistInfo, init_distributed
 from sparseconn.engine.jobs import RunOptions
+from sparseconn.engine.rundir import new_run_dir
+from sparseconn.errors import SparseconnError
 from sparseconn.task import TASKS
 
-OUT = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<config name>).")
+CONFIG_HELP = ("Run config: a YAML file, or the name of a bundled config (e.g. phase_retrieval for the installed "
+               "tasks/phase_retrieval.yaml).")
+OUT = typer.Option(None, "--out", "-o", help="Run folder (default: a new runs/<config name>-<job>-<date>-<time>).")
 DEVICE = typer.Option("auto", "--device", help="auto (cuda if available), cpu, cuda or cuda:N.")
 SEED = typer.Option(None, "--seed", help="Override the config's seed.")
-RESUME = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint.")
+RESUME = typer.Option(False, "--resume", help="Continue the run in --out (required) from its last checkpoint.")
+PRINT_CONFIG = typer.Option(False, "--print-config", help="Print the resolved config (YAML, after --set, --seed and "
+                                                          "--fast-dev-run) and exit without running.")
 FAST = typer.Option(False, "--fast-dev-run", help="Two batches of two items in each stage, for smoke tests.")
 SET = typer.Option(None, "--set", help="Override a config value: --set search.epochs=3 (repeatable).")
 QUIET = typer.Option(False, "--quiet", help="No progress output.")
@@ -52,8 +62,56 @@ def load_config(path: Path, overrides: list[str] | None, seed: int | None, fast:
         return validate_run_config(data, str(path))
 
 
-def default_out(config: Path, out: Path | None, suffix: str = "") -> Path:
-    return out if out is not None else Path("runs") / f"{config.stem}{suffix}"
+def print_config(cfg: RunConfig) -> None:
+    """``--print-config``: the resolved config as YAML on stdout (once under torchrun)."""
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(cfg.dump().rstrip("\n"))
+
+
+def check_resume(out: Path | None, resume: bool) -> None:
+    """``--resume`` continues one run folder, which only ``--out`` can name."""
+    if resume and out is None:
+        raise SparseconnError("--resume needs --out RUN_FOLDER, the run to continue (without --out every run "
+                              "starts in a new folder)")
+
+
+def new_run_folder(config: Path, job: str, dist: DistInfo = DistInfo(), root: Path = Path("runs")) -> Path:
+    """Create ``root/<config stem>-<job>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``, ... appended while the name is
+    taken; each try an atomic mkdir, so two runs started at once get two folders). Under torchrun rank 0
+    creates it and sends its name to the other ranks."""
+    path: str | None = None
+    problem: str | None = None
+    if dist.is_main:
+        try:
+            path = str(new_run_dir(root, f"{config.stem}-{job}"))
+        except OSError as exc:
+            problem = f"cannot create a run folder in {root}: {exc}; pass --out"
+    if dist.enabled:  # every rank must write to the folder rank 0 made
+        import torch.distributed
+
+        box = [path, problem]
+        torch.distributed.broadcast_object_list(box, src=0)
+        path, problem = box
+    if problem is not None or path is None:
+        raise SparseconnError(problem or "no run folder was created; pass --out")
+    return Path(path)
+
+
+@contextmanager
+def run_folder(config: Path, out: Path | None, job: str, dist: DistInfo) -> Iterator[Path]:
+    """``out`` when given (the job refuses one that holds files); else a :func:`new_run_folder`, removed
+    again if the job fails before writing anything into it."""
+    if out is not None:
+        yield out
+        return
+    path = new_run_folder(config, job, dist)
+    try:
+        yield path
+    except BaseException:
+        if dist.is_main:
+            with suppress(OSError):  # rmdir removes an empty folder only: nothing written is lost
+                path.rmdir()
+        raise
 
 
 def run_options(device: str, resume: bool, quiet: bool) -> RunOptions:

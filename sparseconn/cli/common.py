@@ -26,8 +26,17 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from sparseconn import __version__
+
+        typer.echo(f"sparseconn {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print sparseconn's version and exit.")) -> None:
     """Differentiable-connectivity NAS for dense prediction."""
 
 

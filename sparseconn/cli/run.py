@@ -7,8 +7,24 @@ from pathlib import Path
 
 import typer
 
-from sparseconn.cli._runopts import DEVICE, FAST, OUT, QUIET, RESUME, SEED, SET, default_out, load_config, run_options
+from sparseconn.cli._runopts import (
+    CONFIG_HELP,
+    DEVICE,
+    FAST,
+    OUT,
+    PRINT_CONFIG,
+    QUIET,
+    RESUME,
+    SEED,
+    SET,
+    check_resume,
+    load_config,
+    print_config,
+    run_folder,
+    run_options,
+)
 from sparseconn.cli.common import app, handle_errors
+from sparseconn.engine.config import resolve_config
 from sparseconn.errors import SparseconnError
 
 
@@ -18,16 +34,22 @@ def _echo_json(obj: object) -> None:
 
 @app.command("search")
 @handle_errors
-def search_cmd(config: Path = typer.Argument(..., help="Run config YAML, e.g. tasks/phase_retrieval.yaml."),
+def search_cmd(config: Path = typer.Argument(..., help=CONFIG_HELP),
                out: Path = OUT, device: str = DEVICE, seed: int = SEED, resume: bool = RESUME,
-               fast_dev_run: bool = FAST, set_: list[str] = SET, quiet: bool = QUIET) -> None:
+               fast_dev_run: bool = FAST, set_: list[str] = SET, quiet: bool = QUIET,
+               show_config: bool = PRINT_CONFIG) -> None:
     """Train the supernet: task loss plus connection regularizers (Eq. 2)."""
     from sparseconn.engine.jobs import search
 
+    config = resolve_config(config)
     cfg = load_config(config, set_, seed, fast_dev_run)
+    if show_config:
+        print_config(cfg)
+        return
+    check_resume(out, resume)
     opts = run_options(device, resume, quiet)
-    out = default_out(config, out, "-search")
-    summary = search(cfg, out, opts)
+    with run_folder(config, out, "search", opts.dist) as out:
+        summary = search(cfg, out, opts)
     if opts.dist.is_main:
         typer.echo(f"search finished: best {summary['best']['metric']} {summary['best']['value']} "
                    f"(epoch {summary['best']['epoch']}); run folder {out}")
@@ -51,26 +73,32 @@ def prune_cmd(run: Path = typer.Argument(..., help="A search run folder (or a su
 
 @app.command("train")
 @handle_errors
-def train_cmd(config: Path = typer.Argument(..., help="Run config YAML."),
+def train_cmd(config: Path = typer.Argument(..., help=CONFIG_HELP),
               arch: Path = typer.Option(None, "--arch", help="architecture.json of the child to train (not with a "
                                                              "config that sets `model:`)."),
               inherit: Path = typer.Option(None, "--inherit", help="Supernet checkpoint to inherit weights from."),
               out: Path = OUT, device: str = DEVICE, seed: int = SEED, resume: bool = RESUME,
-              fast_dev_run: bool = FAST, set_: list[str] = SET, quiet: bool = QUIET) -> None:
+              fast_dev_run: bool = FAST, set_: list[str] = SET, quiet: bool = QUIET,
+              show_config: bool = PRINT_CONFIG) -> None:
     """Retrain a child network with the task loss alone (from scratch, or from --inherit; with train.inherit
     in the config, from the search checkpoint beside the architecture file), or train the fixed model of a
     config that sets `model:` (e.g. tasks/phase_retrieval_unet.yaml)."""
     from sparseconn.architecture import Architecture
     from sparseconn.engine.jobs import train, train_model
 
+    config = resolve_config(config)
     cfg = load_config(config, set_, seed, fast_dev_run)
+    if show_config:
+        print_config(cfg)
+        return
+    check_resume(out, resume)
     if cfg.model is not None:
         if arch is not None or inherit is not None:
             raise SparseconnError(f"{config} sets model: {cfg.model.name!r} (a fixed model); --arch and --inherit "
                                   "are for searched children: drop them, or use a config without `model:`")
         opts = run_options(device, resume, quiet)
-        out = default_out(config, out, "-train")
-        summary = train_model(cfg, out, opts)
+        with run_folder(config, out, "train", opts.dist) as out:
+            summary = train_model(cfg, out, opts)
         if opts.dist.is_main:
             typer.echo(f"training finished ({summary['epochs']} epochs): best {summary['best']['metric']} "
                        f"{summary['best']['value']}; run folder {out}")
@@ -87,8 +115,8 @@ def train_cmd(config: Path = typer.Argument(..., help="Run config YAML."),
                                   "checkpoint: pass --inherit SUPERNET.pt or --set train.inherit=false")
         inherit = found[0]
     opts = run_options(device, resume, quiet)
-    out = default_out(config, out, "-train")
-    summary = train(cfg, architecture, out, opts, inherit_from=inherit)
+    with run_folder(config, out, "train", opts.dist) as out:
+        summary = train(cfg, architecture, out, opts, inherit_from=inherit)
     if opts.dist.is_main:
         typer.echo(f"training finished: best {summary['best']['metric']} {summary['best']['value']}; run folder {out}")
 
@@ -158,16 +186,21 @@ def _fmt(col: str, v: object) -> str:
 
 @app.command("pipeline")
 @handle_errors
-def pipeline_cmd(config: Path = typer.Argument(..., help="Run config YAML."), out: Path = OUT, device: str = DEVICE,
+def pipeline_cmd(config: Path = typer.Argument(..., help=CONFIG_HELP), out: Path = OUT, device: str = DEVICE,
                  seed: int = SEED, resume: bool = RESUME, fast_dev_run: bool = FAST, set_: list[str] = SET,
-                 quiet: bool = QUIET) -> None:
+                 quiet: bool = QUIET, show_config: bool = PRINT_CONFIG) -> None:
     """Search -> prune -> retrain -> evaluate, in one run folder."""
     from sparseconn.engine.pipeline import pipeline
 
+    config = resolve_config(config)
     cfg = load_config(config, set_, seed, fast_dev_run)
+    if show_config:
+        print_config(cfg)
+        return
+    check_resume(out, resume)
     opts = run_options(device, resume, quiet)
-    out = default_out(config, out)
-    summary = pipeline(cfg, out, opts)
+    with run_folder(config, out, "pipeline", opts.dist) as out:
+        summary = pipeline(cfg, out, opts)
     if opts.dist.is_main:
         typer.echo(f"connections: {summary['connections']} of {summary['candidates']} kept; "
                    f"removed stages: {', '.join(summary['removed_stages']) or 'none'}")

@@ -14,7 +14,10 @@ their defaults are dropped (a non-default one is an error naming its section).
 from __future__ import annotations
 
 import copy
+import os
 import warnings
+from importlib.metadata import entry_points
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -24,7 +27,7 @@ from pydantic import Field, SerializeAsAny, ValidationError, field_validator, mo
 from sparseconn.config import SpaceConfig, format_validation_error, read_yaml, validate
 from sparseconn.engine.loggers import check_extras, check_log
 from sparseconn.errors import ConfigError, SparseconnError
-from sparseconn.registry import import_modules
+from sparseconn.registry import PLUGIN_GROUP, import_modules
 from sparseconn.schema import StrictModel
 from sparseconn.task import TASKS, TaskConfig
 
@@ -286,6 +289,35 @@ def task_config_class(name: Any) -> type[TaskConfig]:
         raise ConfigError(f"task {name!r}: its Config ({getattr(cls, '__name__', cls)!r}) must subclass "
                           "sparseconn.task.TaskConfig")
     return cls
+
+
+def bundled_configs() -> dict[str, Path]:
+    """Name -> file of the run configs that the installed plug-ins ship (``*.yaml`` at the top of each
+    ``sparseconn.plugins`` entry point's package, e.g. ``sparseconn_tasks/phase_retrieval.yaml``)."""
+    found: dict[str, Path] = {}
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            root = files(ep.value.split(":")[0].split(".")[0])
+        except ModuleNotFoundError:  # a broken plug-in: load_plugins reports it
+            continue
+        for item in sorted(root.iterdir(), key=lambda t: t.name):
+            if item.name.endswith(".yaml") and item.is_file():
+                found.setdefault(item.name[: -len(".yaml")], Path(str(item)))
+    return found
+
+
+def resolve_config(path: Path) -> Path:
+    """``path`` itself when it exists or looks like a path (a separator or a suffix); else the bundled config
+    of that name (``phase_retrieval`` -> the installed ``tasks/phase_retrieval.yaml``), or a one-line error
+    listing the bundled names."""
+    text = str(path)
+    if path.exists() or path.suffix or "/" in text or os.sep in text or (os.altsep and os.altsep in text):
+        return path
+    bundled = bundled_configs()
+    if text not in bundled:
+        raise ConfigError(f"{text!r} is neither a file nor a bundled config; bundled configs: "
+                          f"{', '.join(sorted(bundled)) or '(none installed)'}")
+    return bundled[text]
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
