@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import sparseconn
-from sparseconn.cli._runopts import bundled_configs
+from sparseconn.engine.config import bundled_configs
 from sparseconn.ops import FUSIONS
 from tests.clitools import cli, ok, one_line_error
 from tests.toy_task import TOY_YAML

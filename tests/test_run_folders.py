@@ -11,8 +11,8 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sparseconn.cli import _runopts
 from sparseconn.cli._runopts import new_run_folder
+from sparseconn.engine import rundir
 from sparseconn.engine.distributed import DistInfo
 from tests.clitools import cli, ok, one_line_error
 from tests.test_distributed import _free_port
@@ -35,7 +35,7 @@ def test_the_same_search_twice_makes_two_run_folders(tmp_path, monkeypatch):
 
 
 def test_a_taken_name_gets_a_number(tmp_path, monkeypatch):
-    monkeypatch.setattr(_runopts.time, "strftime", lambda fmt: "20250102-030405")  # three runs in one second
+    monkeypatch.setattr(rundir.time, "strftime", lambda fmt: "20250102-030405")  # three runs in one second
     root = tmp_path / "runs"
     (root / "toy-search-20250102-030405-2").mkdir(parents=True)
     (root / "toy-search-20250102-030405-2" / "kept.txt").write_text("mine")
