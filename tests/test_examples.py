@@ -103,3 +103,27 @@ def test_python_api_example_runs_without_the_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "epoch 0: val PSNR" in out and "of 7" in out and "FT + unwrap (classical)" in out
     assert (tmp_path / "runs" / "api" / "child" / "evaluation.json").is_file()
+
+
+def test_exposure_check_runs_on_a_trained_phase_model(tmp_path):
+    """Its header command takes a trained run: the fixture's tiny child (tests/fixtures/run_36d2709)."""
+    import subprocess
+    import sys
+
+    from tests.test_old_runs import OLD
+
+    text = ast.get_docstring(ast.parse((EXAMPLES / "exposure_check.py").read_text(encoding="utf-8"))) or ""
+    assert "python examples/exposure_check.py runs/" in text
+    done = subprocess.run([sys.executable, "examples/exposure_check.py", str(OLD / "child"), "-n", "2"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = dict(line.split(" RMSE ") for line in done.stdout.strip().splitlines())
+    assert set(map(str.strip, rows)) == {"gain x0.3", "gain x3", "offset +0.2", "8-bit", "12-bit", "16-bit"}
+    assert all(0 <= float(v.split()[0]) < 12 for v in rows.values())
+
+
+def test_sparseconn_list_shows_the_example_plugins(at_root):
+    out = ok("list", "--config", "examples/custom_space.yaml").output
+    for kind, name in (("encoder", "resnet_small"), ("fusion", "attention_gate"), ("edge rule", "ladder")):
+        line = next((x for x in out.splitlines() if name in x), "")
+        assert "config plug-in examples.custom_space" in line, (kind, name, out)
