@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from sparseconn.config import read_yaml
-from sparseconn.engine.config import RunConfig, apply_overrides, validate_run_config
+from sparseconn.engine.config import RunConfig, apply_overrides, resolve_config, validate_run_config
 from sparseconn.engine.devices import resolve_device
 from sparseconn.engine.distributed import DistInfo, init_distributed
 from sparseconn.engine.jobs import RunOptions
@@ -60,6 +60,20 @@ def load_config(path: Path, overrides: list[str] | None, seed: int | None, fast:
     with warnings.catch_warnings():  # the first validation warned about old keys already
         warnings.simplefilter("ignore", FutureWarning)
         return validate_run_config(data, str(path))
+
+
+def start_run(config: Path, overrides: list[str] | None, seed: int | None, fast: bool, show_config: bool,
+              out: Path | None, resume: bool) -> tuple[Path, RunConfig] | None:
+    """The start every run command shares: the config resolved (a file or a bundled name), read, overridden
+    and checked, and ``--resume`` checked against ``--out``. With ``--print-config`` it prints the config
+    and returns None: nothing runs."""
+    config = resolve_config(config)
+    cfg = load_config(config, overrides, seed, fast)
+    if show_config:
+        print_config(cfg)
+        return None
+    check_resume(out, resume)
+    return config, cfg
 
 
 def print_config(cfg: RunConfig) -> None:

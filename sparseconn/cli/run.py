@@ -17,14 +17,11 @@ from sparseconn.cli._runopts import (
     RESUME,
     SEED,
     SET,
-    check_resume,
-    load_config,
-    print_config,
     run_folder,
     run_options,
+    start_run,
 )
 from sparseconn.cli.common import app, handle_errors
-from sparseconn.engine.config import resolve_config
 from sparseconn.errors import SparseconnError
 
 
@@ -41,12 +38,10 @@ def search_cmd(config: Path = typer.Argument(..., help=CONFIG_HELP),
     """Train the supernet: task loss plus connection regularizers (Eq. 2)."""
     from sparseconn.engine.jobs import search
 
-    config = resolve_config(config)
-    cfg = load_config(config, set_, seed, fast_dev_run)
-    if show_config:
-        print_config(cfg)
+    started = start_run(config, set_, seed, fast_dev_run, show_config, out, resume)
+    if started is None:  # --print-config
         return
-    check_resume(out, resume)
+    config, cfg = started
     opts = run_options(device, resume, quiet)
     with run_folder(config, out, "search", opts.dist) as out:
         summary = search(cfg, out, opts)
@@ -86,12 +81,10 @@ def train_cmd(config: Path = typer.Argument(..., help=CONFIG_HELP),
     from sparseconn.architecture import Architecture
     from sparseconn.engine.jobs import train, train_model
 
-    config = resolve_config(config)
-    cfg = load_config(config, set_, seed, fast_dev_run)
-    if show_config:
-        print_config(cfg)
+    started = start_run(config, set_, seed, fast_dev_run, show_config, out, resume)
+    if started is None:  # --print-config
         return
-    check_resume(out, resume)
+    config, cfg = started
     if cfg.model is not None:
         if arch is not None or inherit is not None:
             raise SparseconnError(f"{config} sets model: {cfg.model.name!r} (a fixed model); --arch and --inherit "
@@ -192,12 +185,10 @@ def pipeline_cmd(config: Path = typer.Argument(..., help=CONFIG_HELP), out: Path
     """Search -> prune -> retrain -> evaluate, in one run folder."""
     from sparseconn.engine.pipeline import pipeline
 
-    config = resolve_config(config)
-    cfg = load_config(config, set_, seed, fast_dev_run)
-    if show_config:
-        print_config(cfg)
+    started = start_run(config, set_, seed, fast_dev_run, show_config, out, resume)
+    if started is None:  # --print-config
         return
-    check_resume(out, resume)
+    config, cfg = started
     opts = run_options(device, resume, quiet)
     with run_folder(config, out, "pipeline", opts.dist) as out:
         summary = pipeline(cfg, out, opts)
