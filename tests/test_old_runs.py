@@ -66,3 +66,16 @@ def test_the_old_architecture_trains_and_evaluates(old: Path, tmp_path: Path) ->
     evaluation = json.loads((old / "child" / "evaluation.json").read_text())
     child = evaluation["rows"][0]
     assert child["connections"] == 5 and child["psnr"] > 20
+
+
+def test_the_command_warns_in_one_line_that_a_key_moved(old: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "sparseconn", "train", str(old / "tiny.yaml"), "--print-config"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [f"warning: {old / 'tiny.yaml'}: space.checkpointing is a run-level "
+                                        "setting since sparseconn 0.2: write it as checkpointing at the top of "
+                                        "the config"]
+    assert done.stdout.startswith("plugins: []\ncheckpointing: false\n")

@@ -11,6 +11,7 @@ Command modules register themselves on ``app`` when imported here, each named af
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from sparseconn.cli import draw, infer_export, listing, profile, run
@@ -24,8 +25,14 @@ for _name in CLI_EXTENSIONS.names():  # tasks add their command groups, e.g. `sp
     CLI_EXTENSIONS.get(_name)(app)
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    return f"warning: {message}\n"
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Warnings (e.g. a config key that moved) print as one line each."""
+    warnings.formatwarning = _one_line_warning
     app()
 
 
