@@ -157,12 +157,12 @@ def train(config: Any, arch: Architecture | PathLike | None = None, out: PathLik
 
 def _supernet(source: Run | PathLike) -> Path:
     """The supernet checkpoint of a search run (its best; a pipeline's ``search_best.pt``) or the file."""
+    from sparseconn.engine.rundir import search_checkpoint
+
     path = _path(source)
-    if path.is_file():
-        return path
-    for name in ("search_best.pt", "best.pt"):
-        if (path / "checkpoints" / name).is_file():
-            return path / "checkpoints" / name
+    found = path if path.is_file() else search_checkpoint(path)
+    if found is not None:
+        return found
     raise SparseconnError(f"{path} holds no search checkpoint (checkpoints/search_best.pt or best.pt)")
 
 

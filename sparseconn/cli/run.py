@@ -80,6 +80,7 @@ def train_cmd(config: Path = typer.Argument(..., help=CONFIG_HELP),
     config that sets `model:` (e.g. tasks/phase_retrieval_unet.yaml)."""
     from sparseconn.architecture import Architecture
     from sparseconn.engine.jobs import train, train_model
+    from sparseconn.engine.rundir import search_checkpoint
 
     started = start_run(config, set_, seed, fast_dev_run, show_config, out, resume)
     if started is None:  # --print-config
@@ -102,11 +103,10 @@ def train_cmd(config: Path = typer.Argument(..., help=CONFIG_HELP),
     architecture = Architecture.load(arch)
     if cfg.train.inherit and inherit is None:
         # train.inherit in the config: the supernet of the search run that wrote the architecture
-        found = [p for p in (arch.parent / "checkpoints" / n for n in ("search_best.pt", "best.pt")) if p.is_file()]
-        if not found:
+        inherit = search_checkpoint(arch.parent)
+        if inherit is None:
             raise SparseconnError(f"train.inherit is set but {arch.parent / 'checkpoints'} holds no search "
                                   "checkpoint: pass --inherit SUPERNET.pt or --set train.inherit=false")
-        inherit = found[0]
     opts = run_options(device, resume, quiet)
     with run_folder(config, out, "train", opts.dist) as out:
         summary = train(cfg, architecture, out, opts, inherit_from=inherit)

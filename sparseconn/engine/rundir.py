@@ -36,6 +36,13 @@ from sparseconn.errors import CheckpointError, SparseconnError
 from sparseconn.fileio import atomic_write_text
 
 
+def search_checkpoint(run: Path) -> Path | None:
+    """The supernet checkpoint a child inherits from in a search run folder: a pipeline's
+    ``checkpoints/search_best.pt``, else a search run's ``checkpoints/best.pt``; None if neither exists."""
+    found = [run / "checkpoints" / n for n in ("search_best.pt", "best.pt")]
+    return next((p for p in found if p.is_file()), None)
+
+
 def new_run_dir(parent: Path, stem: str) -> Path:
     """A new, empty run folder ``parent/<stem>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``, ... when that exists),
     created here, so that two runs started in the same second never share one."""

@@ -4,11 +4,11 @@ Importing the package registers the ``regression`` head, the ``hologram`` and ``
 the ``phase_retrieval`` task, the ``classical`` model and the ``sparseconn data`` commands.
 """
 
-from sparseconn_tasks.phase_retrieval import cli as _cli  # noqa: F401  (registers the `data` CLI group)
+from sparseconn_tasks.phase_retrieval.cli import add_data_commands  # importing it registers `sparseconn data`
 from sparseconn_tasks.phase_retrieval.heads import RegressionHead
 from sparseconn_tasks.phase_retrieval.inputs import HologramInput, SidebandInput
 from sparseconn_tasks.phase_retrieval.models import ClassicalModel
 from sparseconn_tasks.phase_retrieval.task import PhaseRetrievalConfig, PhaseRetrievalTask
 
 __all__ = ["ClassicalModel", "HologramInput", "PhaseRetrievalConfig", "PhaseRetrievalTask", "RegressionHead",
-           "SidebandInput"]
+           "SidebandInput", "add_data_commands"]
