@@ -34,6 +34,7 @@ from sparseconn_tasks.segmentation.data import (
     voc_palette,
 )
 from sparseconn_tasks.segmentation.metrics import confusion_matrix, mean_iou, pixel_accuracy
+from sparseconn_tasks.segmentation.scenes import SCENE_CLASSES, SyntheticScenesDataset
 from torch.utils.data import Dataset
 
 from sparseconn.errors import ConfigError
@@ -47,13 +48,15 @@ CONFUSION = "confusion"
 
 
 class DataConfig(StrictModel):
-    source: Literal["synthetic", "voc"] = "synthetic"
-    """``synthetic``: shapes on a cluttered background, made on the fly; ``voc``: PASCAL VOC in ``root``."""
+    source: Literal["synthetic", "scenes", "voc"] = "synthetic"
+    """``scenes``: (shape, texture) objects with occlusion and look-alike clutter, whose classes need context
+    at several scales (:mod:`sparseconn_tasks.segmentation.scenes`; 7 classes); ``synthetic``: the easy
+    colour-coded shapes (a smoke test); ``voc``: PASCAL VOC in ``root``. The synthetic sets are made on the fly."""
     root: Path | None = None
     """VOC folder (``JPEGImages/``, ``SegmentationClass/``, ``ImageSets/Segmentation/``); required for voc."""
     num_classes: int | None = Field(None, ge=2, le=255)
     """Classes including the background 0; must equal ``space.head.params.num_classes``.
-    Default: 21 for voc, 6 for synthetic."""
+    Default: 21 for voc, 7 for scenes (fixed by the scene grammar), 6 for synthetic."""
     size: int = Field(64, ge=16)
     """Synthetic only: image side in px."""
     train_size: int = Field(256, ge=1)
@@ -63,7 +66,9 @@ class DataConfig(StrictModel):
     seed: int = Field(0, ge=0)
     """Synthetic only: seed of the validation and test items (the same for every run seed)."""
     max_shapes: int = Field(4, ge=1)
-    """Synthetic only: at most this many shapes an image."""
+    """Synthetic and scenes: at most this many labelled shapes an image."""
+    distractors: int = Field(4, ge=1)
+    """Scenes only: at most this many class-0 look-alikes an image (textured patches, plain shapes)."""
     ignore_border: int = Field(1, ge=0, le=2)
     """Synthetic only: px around each shape outline labelled 255 (not scored), like VOC's outlines."""
     crop: int | None = Field(None, ge=16)
@@ -77,13 +82,16 @@ class DataConfig(StrictModel):
     def _check(self) -> DataConfig:
         if self.source == "voc" and self.root is None:
             raise ValueError("source 'voc' needs root: the VOC folder (JPEGImages/, SegmentationClass/, ...)")
+        if self.source == "scenes" and self.num_classes not in (None, SCENE_CLASSES):
+            raise ValueError(f"source 'scenes' has {SCENE_CLASSES} classes (background + 3 shapes x 2 textures); "
+                             f"num_classes is {self.num_classes}")
         return self
 
     @property
     def classes(self) -> int:
         if self.num_classes is not None:
             return self.num_classes
-        return 21 if self.source == "voc" else 6
+        return {"voc": 21, "scenes": SCENE_CLASSES}.get(self.source, 6)
 
 
 class LossConfig(StrictModel):
@@ -127,8 +135,11 @@ class SegmentationTask(Task):
     # -- data ------------------------------------------------------------------------------------
     def datasets(self, seed: int) -> dict[str, Dataset]:
         d, k = self.cfg.data, self.num_classes
-        if d.source == "synthetic":
+        if d.source in ("synthetic", "scenes"):
             def make(n: int, stream: int) -> Dataset:
+                if d.source == "scenes":
+                    return SyntheticScenesDataset(d.size, n, seed=stream, objects=d.max_shapes,
+                                                  distractors=d.distractors, ignore_border=d.ignore_border)
                 return SyntheticShapesDataset(d.size, k, n, seed=stream, max_shapes=d.max_shapes,
                                               ignore_border=d.ignore_border)
             seeds = split_seeds(seed, d.seed)
@@ -185,9 +196,13 @@ class SegmentationTask(Task):
 
     # -- latency input, pictures -----------------------------------------------------------------
     def example_input(self, size: tuple[int, int], seed: int = 0) -> np.ndarray:
-        """A synthetic shapes image of ``size`` (a square of the longer side, cropped)."""
+        """A synthetic image of ``size`` (a square of the longer side, cropped): a scene with source
+        ``scenes``, else shapes."""
         h, w = size
-        img, _ = SyntheticShapesDataset(max(h, w), self.num_classes, 1, seed=seed).render(0)
+        if self.cfg.data.source == "scenes":
+            img, _ = SyntheticScenesDataset(max(h, w), 1, seed=seed, cache=False).render(0)
+        else:
+            img, _ = SyntheticShapesDataset(max(h, w), self.num_classes, 1, seed=seed).render(0)
         return normalise(img[:h, :w])  # (3, H, W)
 
     def panels(self, batch: dict[str, Any], outputs: dict[str, np.ndarray], scores: dict[str, str]) -> Any:
