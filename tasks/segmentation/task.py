@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from sparseconn_tasks.segmentation.data import (
     IGNORE,
     SyntheticShapesDataset,
@@ -90,10 +90,14 @@ class DataConfig(StrictModel):
     def _check(self) -> DataConfig:
         if self.source == "voc" and self.root is None:
             raise ValueError("source 'voc' needs root: the VOC folder (JPEGImages/, SegmentationClass/, ...)")
-        if self.scale is not None and not 0 < self.scale[0] <= self.scale[1]:
-            raise ValueError(f"scale {list(self.scale)} is not a range: expected [lo, hi] with 0 < lo <= hi, "
-                             "e.g. [0.5, 2.0]")
         return self
+
+    @field_validator("scale")
+    @classmethod
+    def _check_scale(cls, scale: tuple[float, float] | None) -> tuple[float, float] | None:
+        if scale is not None and not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"{list(scale)} is not a range: expected [lo, hi] with 0 < lo <= hi, e.g. [0.5, 2.0]")
+        return scale
 
     @property
     def classes(self) -> int:
