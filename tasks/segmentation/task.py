@@ -58,7 +58,7 @@ class DataConfig(StrictModel):
     (``SegmentationClassAug/``, ``ImageSets/Segmentation/train_aug.txt``)."""
     train_split: Literal["auto", "train", "train_aug"] = "auto"
     """VOC only: the training split. ``train_aug``: VOC train + SBD train + SBD val minus VOC val (10,582
-    images, as SparseMask trained); ``auto``: ``train_aug`` when ``sbd_root`` is set or
+    images, the usual VOC training set); ``auto``: ``train_aug`` when ``sbd_root`` is set or
     ``root/ImageSets/Segmentation/train_aug.txt`` exists, else ``train``."""
     num_classes: int | None = Field(None, ge=2, le=255)
     """Classes including the background 0; must equal ``space.head.params.num_classes``.
@@ -80,7 +80,7 @@ class DataConfig(StrictModel):
     image with the mean colour, label with 255 (paper: 513)."""
     scale: tuple[float, float] | None = None
     """VOC only: ``[lo, hi]``, each training item first scaled by a random factor in this range (image
-    bilinear, label nearest; paper: ``[0.5, 2.0]``). Default: no scaling."""
+    bilinear, label nearest; ``segmentation_voc.yaml``: ``[0.5, 2.0]``). Default: no scaling."""
     augment: bool = True
     """VOC only: random horizontal flips of training items."""
     test_split: str = "val"
