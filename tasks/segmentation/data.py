@@ -175,79 +175,12 @@ def _outline(label: np.ndarray, width: int) -> np.ndarray:
     return edge
 
 
-# -- PASCAL VOC ----------------------------------------------------------------------------------------
-def read_label(path: Path, num_classes: int, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A VOC label PNG as (H, W) int64; DataError naming the file on anything a label must not be."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("P", "L", "I;16", "I"):
-                raise DataError(f"{path}: a label must be a single-channel (palette or grey) PNG, got mode {im.mode}")
-            label = np.asarray(im).astype(np.int64)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such label file") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: cannot read the label ({exc.__class__.__name__})") from None
-    if size is not None and label.shape != size:
-        raise DataError(f"{path}: label is {label.shape[1]}x{label.shape[0]} px but its image is {size[1]}x{size[0]}")
-    bad = (label >= num_classes) & (label != IGNORE)
-    if bad.any():
-        raise DataError(f"{path}: label value {int(label[bad][0])} is not a class (0..{num_classes - 1}) or {IGNORE}")
-    return label
+# -- PASCAL VOC: moved to voc.py -----------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    """``VOCSegmentationDataset`` and ``read_label`` live in :mod:`sparseconn_tasks.segmentation.voc` (which
+    imports this module's image helpers); imported from here on first use, so old imports keep working."""
+    if name in ("VOCSegmentationDataset", "read_label"):
+        from sparseconn_tasks.segmentation import voc
 
-
-class VOCSegmentationDataset(Dataset):
-    """A PASCAL VOC-style split. Training (``crop``/``augment``): pad to ``crop`` (image with the mean,
-    i.e. 0 after normalisation; label with IGNORE), random crop, random horizontal flip, per epoch."""
-
-    def __init__(self, root: Path, split: str, num_classes: int = 21, crop: int | None = None,
-                 augment: bool = False, seed: int = 0) -> None:
-        self.root, self.split, self.num_classes = Path(root), split, num_classes
-        self.crop, self.augment, self.seed, self.epoch = crop, augment, seed, 0
-        listing = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
-        if not listing.is_file():
-            raise DataError(f"{listing}: no such split file (expected the PASCAL VOC layout under {self.root})")
-        self.names = [ln.split()[0] for ln in listing.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        if not self.names:
-            raise DataError(f"{listing}: the split lists no images")
-        for name in self.names:  # fail before training, not in epoch 7
-            for p in (self.image_path(name), self.label_path(name)):
-                if not p.is_file():
-                    raise DataError(f"{p}: no such file (listed in {listing})")
-
-    def image_path(self, name: str) -> Path:
-        return self.root / "JPEGImages" / f"{name}.jpg"
-
-    def label_path(self, name: str) -> Path:
-        return self.root / "SegmentationClass" / f"{name}.png"
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        name = self.names[index]
-        img = normalise(read_rgb(self.image_path(name)))  # (3, H, W)
-        label = read_label(self.label_path(name), self.num_classes, img.shape[1:])  # (H, W)
-        if self.crop is not None or self.augment:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            if self.crop is not None:
-                img, label = _random_crop(img, label, self.crop, rng)
-            if self.augment and rng.random() < 0.5:
-                img, label = img[:, :, ::-1], label[:, ::-1]
-        return {"input": torch.from_numpy(np.ascontiguousarray(img)),
-                "target": torch.from_numpy(np.ascontiguousarray(label)), "name": name}
-
-
-def _random_crop(img: np.ndarray, label: np.ndarray, crop: int, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pad (3, H, W) / (H, W) on the bottom/right to at least ``crop``, then a random crop x crop window."""
-    h, w = label.shape
-    ph, pw = max(crop - h, 0), max(crop - w, 0)
-    if ph or pw:
-        img = np.pad(img, ((0, 0), (0, ph), (0, pw)))  # 0 = the mean colour after normalisation
-        label = np.pad(label, ((0, ph), (0, pw)), constant_values=IGNORE)
-    top = int(rng.integers(0, label.shape[0] - crop + 1))
-    left = int(rng.integers(0, label.shape[1] - crop + 1))
-    return img[:, top:top + crop, left:left + crop], label[top:top + crop, left:left + crop]
+        return getattr(voc, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ Configured by the ``task:`` section of a run config (see ``tasks/segmentation.ya
     task:
       name: segmentation
       data:
-        source: synthetic          # or voc (root: data/VOC2012, in the layout of tasks/segmentation/data.py)
+        source: synthetic          # or voc (root: data/VOC2012; layouts in tasks/segmentation/voc.py)
         num_classes: 6             # must equal space.head.params.num_classes (VOC: 21)
         size: 64                   # synthetic only: image side in px
       loss: {ignore_index: 255}
@@ -23,11 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from sparseconn_tasks.segmentation.data import (
     IGNORE,
     SyntheticShapesDataset,
-    VOCSegmentationDataset,
     denormalise,
     normalise,
     read_rgb,
@@ -35,6 +34,7 @@ from sparseconn_tasks.segmentation.data import (
 )
 from sparseconn_tasks.segmentation.metrics import confusion_matrix, mean_iou, pixel_accuracy
 from sparseconn_tasks.segmentation.scenes import SCENE_CLASSES, SyntheticScenesDataset
+from sparseconn_tasks.segmentation.voc import VOCSegmentationDataset, train_split
 from torch.utils.data import Dataset
 
 from sparseconn.errors import ConfigError
@@ -49,11 +49,21 @@ CONFUSION = "confusion"
 
 class DataConfig(StrictModel):
     source: Literal["synthetic", "scenes", "voc"] = "synthetic"
-    """``scenes``: (shape, texture) objects with occlusion and look-alike clutter, whose classes need context
-    at several scales (:mod:`sparseconn_tasks.segmentation.scenes`; 7 classes); ``synthetic``: the easy
+    """``scenes``: three colour families of objects, each split in two by texture, shape or size, with
+    occlusion and look-alike clutter, so that classes need context at several scales
+    (:mod:`sparseconn_tasks.segmentation.scenes`; 7 classes); ``synthetic``: the easy
     colour-coded shapes (a smoke test); ``voc``: PASCAL VOC in ``root``. The synthetic sets are made on the fly."""
     root: Path | None = None
-    """VOC folder (``JPEGImages/``, ``SegmentationClass/``, ``ImageSets/Segmentation/``); required for voc."""
+    """VOC folder (``JPEGImages/``, ``SegmentationClass/``, ``ImageSets/Segmentation/``); required for voc.
+    Relative paths are read from the working directory."""
+    sbd_root: Path | None = None
+    """VOC only: the SBD release's ``dataset/`` folder (``img/``, ``cls/*.mat``, ``train.txt``, ``val.txt``),
+    merged into the ``train_aug`` split. Not needed for SBD pre-converted into ``root``
+    (``SegmentationClassAug/``, ``ImageSets/Segmentation/train_aug.txt``)."""
+    train_split: Literal["auto", "train", "train_aug"] = "auto"
+    """VOC only: the training split. ``train_aug``: VOC train + SBD train + SBD val minus VOC val (10,582
+    images, the usual VOC training set); ``auto``: ``train_aug`` when ``sbd_root`` is set or
+    ``root/ImageSets/Segmentation/train_aug.txt`` exists, else ``train``."""
     num_classes: int | None = Field(None, ge=2, le=255)
     """Classes including the background 0; must equal ``space.head.params.num_classes``.
     Default: 21 for voc, 7 for scenes (fixed by the scene grammar), 6 for synthetic."""
@@ -70,9 +80,13 @@ class DataConfig(StrictModel):
     distractors: int = Field(4, ge=1)
     """Scenes only: at most this many class-0 look-alikes an image (textured patches, plain shapes)."""
     ignore_border: int = Field(1, ge=0, le=2)
-    """Synthetic only: px around each shape outline labelled 255 (not scored), like VOC's outlines."""
+    """Synthetic and scenes: px around each shape outline labelled 255 (not scored), like VOC's outlines."""
     crop: int | None = Field(None, ge=16)
-    """VOC only: random square training crops of this side, padded where the image is smaller (paper: 513)."""
+    """VOC only: random square training crops of this side, padded where the (scaled) image is smaller:
+    image with the mean colour, label with 255 (paper: 513)."""
+    scale: tuple[float, float] | None = None
+    """VOC only: ``[lo, hi]``, each training item first scaled by a random factor in this range (image
+    bilinear, label nearest; ``segmentation_voc.yaml``: ``[0.5, 2.0]``). Default: no scaling."""
     augment: bool = True
     """VOC only: random horizontal flips of training items."""
     test_split: str = "val"
@@ -86,6 +100,13 @@ class DataConfig(StrictModel):
             raise ValueError(f"source 'scenes' has {SCENE_CLASSES} classes (background + 3 shapes x 2 textures); "
                              f"num_classes is {self.num_classes}")
         return self
+
+    @field_validator("scale")
+    @classmethod
+    def _check_scale(cls, scale: tuple[float, float] | None) -> tuple[float, float] | None:
+        if scale is not None and not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"{list(scale)} is not a range: expected [lo, hi] with 0 < lo <= hi, e.g. [0.5, 2.0]")
+        return scale
 
     @property
     def classes(self) -> int:
@@ -147,7 +168,9 @@ class SegmentationTask(Task):
                     "test": make(d.test_size, seeds["test"])}
         root = d.root
         assert root is not None  # checked by DataConfig
-        return {"train": VOCSegmentationDataset(root, "train", k, crop=d.crop, augment=d.augment, seed=seed),
+        split = train_split(root, d.train_split, d.sbd_root)
+        return {"train": VOCSegmentationDataset(root, split, k, crop=d.crop, augment=d.augment, seed=seed,
+                                                scale=d.scale, sbd_root=d.sbd_root),
                 "val": VOCSegmentationDataset(root, "val", k),
                 "test": VOCSegmentationDataset(root, d.test_split, k)}
 
