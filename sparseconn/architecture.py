@@ -49,6 +49,17 @@ class EdgeSpec(StrictModel):
         return edge_key(self.src, self.dst)
 
 
+class RandomDraw(StrictModel):
+    """How a random control child was drawn (:func:`sparseconn.sampling.random_architecture`)."""
+
+    scheme: str
+    """The sampling scheme (``uniform-live-rejection``: uniform among the live children of its size)."""
+    seed: int
+    """The seed of ``numpy.random.default_rng``: the same seed draws the same child."""
+    draws: int
+    """Draws made until the first live one (rejection sampling)."""
+
+
 class Architecture(StrictModel):
     format_version: int = FORMAT_VERSION
     space: SpaceConfig
@@ -61,6 +72,16 @@ class Architecture(StrictModel):
     removed_stages: list[str] = []
     plugins: list[str] = []
     """Modules imported before the child is built (the search run's ``plugins``)."""
+    random_draw: RandomDraw | None = None
+    """Set for a random control child (not searched): how it was drawn. Not written when None, so a searched
+    child's file is as before."""
+
+    @model_serializer(mode="wrap")
+    def _no_empty_draw(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("random_draw", 0) is None:
+            del data["random_draw"]
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -8,7 +8,12 @@
   with the run's ``train`` settings in ``RUN/baselines/<slug>/`` (slug of ``name``, else of the model
   name), a run folder of its own that ``evaluate``, ``infer`` and ``export`` take too;
 - ``{run: PATH, name}``: a trained run folder or checkpoint of the same task, scored on this run's
-  test sets as this run's task scores its own outputs (so it must predict in the same units).
+  test sets as this run's task scores its own outputs (so it must predict in the same units);
+- ``{random_child: {seed}, name}``: the random control: a child with as many connections as the searched
+  child, drawn uniformly at random among the live ones (:mod:`sparseconn.sampling`), that ``pipeline``
+  trains after the searched child exactly as it trains that one (the run's ``train`` settings and seed,
+  inheriting from the same supernet checkpoint when ``train.inherit``) in ``RUN/baselines/<slug>/``
+  (slug of ``name``, default ``random child (seed N)``), its ``architecture.json`` there.
 """
 
 from __future__ import annotations
@@ -21,12 +26,21 @@ from typing import Any
 
 import numpy as np
 
-from sparseconn.engine.config import ModelBaseline, RunBaseline, RunConfig, validate_run_config
-from sparseconn.engine.jobs import RunOptions, train_model
+from sparseconn.architecture import Architecture
+from sparseconn.engine.config import (
+    ModelBaseline,
+    RandomChildBaseline,
+    RunBaseline,
+    RunConfig,
+    validate_run_config,
+)
+from sparseconn.engine.jobs import RunOptions, train, train_model
 from sparseconn.engine.loading import LoadedModel, load_model
 from sparseconn.engine.rundir import prepare_run_dir
 from sparseconn.errors import ConfigError, SparseconnError
 from sparseconn.fileio import atomic_write_text
+from sparseconn.sampling import random_architecture
+from sparseconn.space import SearchSpace
 from sparseconn.task import Task
 
 BASELINES_DIR = "baselines"
@@ -58,18 +72,38 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "model"
 
 
-def model_baselines(cfg: RunConfig) -> list[tuple[str, ModelBaseline]]:
-    """``(folder slug, entry)`` of every fixed-model entry of ``evaluate.baselines``; slugs are unique."""
+TrainedEntry = ModelBaseline | RandomChildBaseline
+
+
+def trained_baselines(cfg: RunConfig) -> list[tuple[str, TrainedEntry]]:
+    """``(folder slug, entry)`` of every entry of ``evaluate.baselines`` that ``pipeline`` trains in
+    ``RUN/baselines/<slug>/`` (fixed models and random children), in order; slugs are unique."""
     entries = cfg.evaluate.baselines if isinstance(cfg.evaluate.baselines, list) else []
-    out: list[tuple[str, ModelBaseline]] = []
+    out: list[tuple[str, TrainedEntry]] = []
     for i, entry in enumerate(entries):
-        if isinstance(entry, ModelBaseline):
-            s = slug(entry.name or entry.model.name)
+        if isinstance(entry, ModelBaseline | RandomChildBaseline):
+            s = slug(entry.name or entry.model.name) if isinstance(entry, ModelBaseline) else slug(entry.label)
             if s in [t for t, _ in out]:
                 raise ConfigError(f"evaluate.baselines.{i}: a second model in {BASELINES_DIR}/{s}/; give each "
-                                  "model entry its own `name`")
+                                  "model or random_child entry its own `name`")
             out.append((s, entry))
     return out
+
+
+def model_baselines(cfg: RunConfig) -> list[tuple[str, ModelBaseline]]:
+    """``(folder slug, entry)`` of every fixed-model entry of ``evaluate.baselines``; slugs are unique."""
+    return [(s, e) for s, e in trained_baselines(cfg) if isinstance(e, ModelBaseline)]
+
+
+def random_children(cfg: RunConfig) -> list[tuple[str, RandomChildBaseline]]:
+    """``(folder slug, entry)`` of every ``random_child`` entry of ``evaluate.baselines``; slugs are unique."""
+    return [(s, e) for s, e in trained_baselines(cfg) if isinstance(e, RandomChildBaseline)]
+
+
+def _own_baselines(cfg: RunConfig) -> bool | list[str]:
+    """The task baselines of ``evaluate.baselines`` (its other entries belong to the parent run)."""
+    setting = cfg.evaluate.baselines
+    return setting if isinstance(setting, bool) else [e for e in setting if isinstance(e, str)]
 
 
 def baseline_config(cfg: RunConfig, entry: ModelBaseline, source: str) -> RunConfig:
@@ -78,29 +112,77 @@ def baseline_config(cfg: RunConfig, entry: ModelBaseline, source: str) -> RunCon
     data = cfg.model_dump(mode="json")
     data["model"] = entry.model.model_dump(mode="json")
     data["train"]["inherit"] = False
-    setting = cfg.evaluate.baselines
-    data["evaluate"]["baselines"] = setting if isinstance(setting, bool) else [e for e in setting if isinstance(e, str)]
+    data["evaluate"]["baselines"] = _own_baselines(cfg)
     return validate_run_config(data, source)
 
 
-def train_baselines(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions()) -> dict[str, Any]:
-    """Train every model entry of ``evaluate.baselines`` in ``out/baselines/<slug>/`` with the run's ``train``
-    settings; with ``opts.resume`` a finished one is kept and an unfinished one continues."""
+def random_child_config(cfg: RunConfig, source: str) -> RunConfig:
+    """The run config of a random child: the run's (its ``train`` settings and seed unchanged), with only the
+    task's own baselines."""
+    data = cfg.model_dump(mode="json")
+    data["evaluate"]["baselines"] = _own_baselines(cfg)
+    return validate_run_config(data, source)
+
+
+def draw_random_child(cfg: RunConfig, entry: RandomChildBaseline, searched: Architecture) -> Architecture:
+    """The child of a ``random_child`` entry: as many connections as ``searched``, drawn with its seed."""
+    try:
+        arch = random_architecture(SearchSpace(cfg.space), len(searched.connections), entry.random_child.seed)
+    except SparseconnError as exc:
+        raise ConfigError(f"evaluate.baselines: {entry.label}: {exc}") from None
+    arch.plugins = list(cfg.plugins)
+    return arch
+
+
+def _start(folder: Path, sub_cfg: RunConfig, opts: RunOptions) -> tuple[Any, RunOptions | None]:
+    """``(its best, None)`` for a baseline that finished before a kill (``opts.resume``); else ``(None, the
+    options it trains with)``, its folder prepared: resumed from its last checkpoint, or started (again)."""
+    if opts.resume and (folder / "train_summary.json").is_file():  # finished before the kill
+        return json.loads((folder / "train_summary.json").read_text(encoding="utf-8")).get("best"), None
+    resume = opts.resume and (folder / "checkpoints" / "last.pt").is_file()
+    if opts.resume and not resume:  # killed before its first checkpoint: start it again
+        if opts.dist.is_main:
+            atomic_write_text(folder / "config.yaml", sub_cfg.dump())
+    else:
+        prepare_run_dir(folder, sub_cfg, resume, opts.dist)
+    return None, RunOptions(device=opts.device, resume=resume, progress=opts.progress, dist=opts.dist)
+
+
+def train_baselines(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(),
+                    randoms: dict[str, Architecture] | None = None,
+                    inherit_from: Path | None = None) -> dict[str, Any]:
+    """Train every model and random-child entry of ``evaluate.baselines`` in ``out/baselines/<slug>/`` with the
+    run's ``train`` settings; with ``opts.resume`` a finished one is kept and an unfinished one continues.
+
+    ``randoms``: slug -> the drawn child of each random entry (default: drawn here for ``out``'s
+    ``architecture.json``); ``inherit_from``: the supernet checkpoint they inherit from when
+    ``train.inherit`` (default: ``out/checkpoints/search_best.pt``). A resumed random child keeps the
+    ``architecture.json`` it started with."""
+    out = Path(out)
     summaries: dict[str, Any] = {}
-    for s, entry in model_baselines(cfg):
-        folder = Path(out) / BASELINES_DIR / s
-        sub_cfg = baseline_config(cfg, entry, f"{out / 'config.yaml'} (evaluate.baselines: {s})")
-        if opts.resume and (folder / "train_summary.json").is_file():  # finished before the kill
-            summaries[s] = json.loads((folder / "train_summary.json").read_text(encoding="utf-8")).get("best")
+    for s, entry in trained_baselines(cfg):
+        folder = out / BASELINES_DIR / s
+        source = f"{out / 'config.yaml'} (evaluate.baselines: {s})"
+        if isinstance(entry, ModelBaseline):
+            sub_cfg = baseline_config(cfg, entry, source)
+            best, run_opts = _start(folder, sub_cfg, opts)
+            summaries[s] = best if run_opts is None else train_model(sub_cfg, folder, run_opts, prepare=False)["best"]
             continue
-        resume = opts.resume and (folder / "checkpoints" / "last.pt").is_file()
-        if opts.resume and not resume:  # killed before its first checkpoint: start it again
-            if opts.dist.is_main:
-                atomic_write_text(folder / "config.yaml", sub_cfg.dump())
+        sub_cfg = random_child_config(cfg, source)
+        saved = folder / "architecture.json"
+        started = opts.resume and saved.is_file()
+        best, run_opts = _start(folder, sub_cfg, opts)
+        if run_opts is None:
+            summaries[s] = best
+            continue
+        if started:
+            arch = Architecture.load(saved)
+        elif randoms is not None and s in randoms:
+            arch = randoms[s]
         else:
-            prepare_run_dir(folder, sub_cfg, resume, opts.dist)
-        run_opts = RunOptions(device=opts.device, resume=resume, progress=opts.progress, dist=opts.dist)
-        summaries[s] = train_model(sub_cfg, folder, run_opts, prepare=False)["best"]
+            arch = draw_random_child(cfg, entry, Architecture.load(out / "architecture.json"))
+        inherit = (inherit_from or out / "checkpoints" / "search_best.pt") if cfg.train.inherit else None
+        summaries[s] = train(sub_cfg, arch, folder, run_opts, inherit_from=inherit, prepare=False)["best"]
     return summaries
 
 
@@ -139,13 +221,17 @@ def baseline_models(base: Path, cfg: RunConfig, task: Task, taken: set[str],
         used.add(label)
         rows[label] = lm
 
-    for s, entry in model_baselines(cfg):
+    for s, entry in random_children(cfg) + model_baselines(cfg):  # random ones first: next to the child
         folder = Path(base) / BASELINES_DIR / s
+        random = isinstance(entry, RandomChildBaseline)
         if not (folder / "checkpoints").is_dir():
-            notes.append(f"{entry.name or entry.model.name} is not evaluated: {folder} holds no trained model "
-                         "(`sparseconn pipeline` trains it there)")
+            notes.append(f"{entry.label if random else entry.name or entry.model.name} is not evaluated: {folder} "
+                         "holds no trained model (`sparseconn pipeline` trains it there)")
             continue
-        add(load_model(folder), entry.name, s, f"the model entry {entry.model.name!r}")
+        if random:
+            add(load_model(folder), entry.label, s, f"the random_child entry of seed {entry.random_child.seed}")
+        else:
+            add(load_model(folder), entry.name, s, f"the model entry {entry.model.name!r}")
     entries = cfg.evaluate.baselines if isinstance(cfg.evaluate.baselines, list) else []
     runs = [e for e in entries if isinstance(e, RunBaseline)]
     for entry, lm in zip(runs, check_baseline_runs(cfg), strict=True):

@@ -159,19 +159,47 @@ class RunBaseline(StrictModel):
     """Its row name (default: the model's own)."""
 
 
-BaselineEntry = str | ModelBaseline | RunBaseline
-_ENTRY_FORMS = "a task baseline name, {model: {name, params}, name} or {run: PATH, name}"
+class RandomChildSpec(StrictModel):
+    """How the random child of a ``random_child`` entry is drawn (:func:`sparseconn.sampling.random_architecture`)."""
+
+    seed: int = Field(default=0, ge=0)
+    """Seed of the draw (``numpy.random.default_rng``): the same seed draws the same child."""
+
+
+class RandomChildBaseline(StrictModel):
+    """``{random_child: {seed}, name}``: the random control. ``pipeline`` draws a child with as many candidate
+    connections as the searched child (``RUN/architecture.json``), uniformly at random among the live
+    children of that size (:mod:`sparseconn.sampling`), and trains it as it trains the searched child (the
+    run's ``train`` settings, inheriting from the same supernet checkpoint when ``train.inherit``) in
+    ``RUN/baselines/<slug of name>/``, its ``architecture.json`` there; ``evaluate`` scores it as a row next
+    to the searched child. List several entries for several seeds."""
+
+    random_child: RandomChildSpec
+    """``{seed: N}``: the draw's seed (the number of connections is the searched child's)."""
+    name: str | None = Field(default=None, min_length=1)
+    """Its row name (default: ``random child (seed N)``); also names its folder."""
+
+    @property
+    def label(self) -> str:
+        return self.name or f"random child (seed {self.random_child.seed})"
+
+
+BaselineEntry = str | ModelBaseline | RunBaseline | RandomChildBaseline
+_ENTRY_FORMS = ("a task baseline name, {model: {name, params}, name}, {run: PATH, name} or "
+                "{random_child: {seed}, name}")
+_ENTRY_KEYS = {"model": ModelBaseline, "run": RunBaseline, "random_child": RandomChildBaseline}
 
 
 def _baseline_entry(i: int, entry: Any) -> BaselineEntry:
     """One ``evaluate.baselines`` list entry, checked; a ValueError names the entry and what was expected."""
     if isinstance(entry, str) and entry.strip():
         return entry
-    if isinstance(entry, (ModelBaseline, RunBaseline)):
+    if isinstance(entry, (ModelBaseline, RunBaseline, RandomChildBaseline)):
         return entry
-    if not isinstance(entry, dict) or ("model" in entry) == ("run" in entry):
+    forms = [k for k in _ENTRY_KEYS if isinstance(entry, dict) and k in entry]
+    if len(forms) != 1:
         raise ValueError(f"entry {i} is {entry!r}; expected {_ENTRY_FORMS}")
-    cls = ModelBaseline if "model" in entry else RunBaseline
+    cls = _ENTRY_KEYS[forms[0]]
     try:
         return cls.model_validate(entry)
     except ValidationError as exc:
@@ -185,7 +213,10 @@ class EvaluateConfig(StrictModel):
     """Rows beside the run's own model(s). ``true``: every non-network baseline of the task (e.g. the
     classical FT pipeline); ``false``: none; or a list of task baseline names (the task's short aliases
     too, e.g. ``classical``), fixed models ``{model: {name, params}, name}`` (trained by ``pipeline``
-    in ``RUN/baselines/``) and trained runs ``{run: PATH, name}``."""
+    in ``RUN/baselines/``), trained runs ``{run: PATH, name}`` and random controls
+    ``{random_child: {seed: 0}, name}``: a child with the searched child's number of connections drawn
+    uniformly at random among the live ones, trained by ``pipeline`` as the searched child is, in
+    ``RUN/baselines/`` (row name default ``random child (seed 0)``; one entry per seed)."""
     max_images: int | None = Field(default=None, ge=1)
     engine: Literal["auto", "reference", "eager", "compiled", "onnxruntime"] = "auto"
     """Inference path whose latency is reported (:mod:`sparseconn.engine.fastpath`; each is checked against

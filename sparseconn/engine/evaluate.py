@@ -173,5 +173,5 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
 
         result["report"] = [str(p) for p in write_run_report(base, cfg, task, rows, first, outputs, scores, size,
                                                                         device=device, sets=sets, warnings=notes,
-                                                                        engines=engines)]
+                                                                        engines=engines, child=lm.label(task))]
     return result

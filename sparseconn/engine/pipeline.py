@@ -1,5 +1,6 @@
-"""``pipeline``: search -> prune -> retrain -> (train the model baselines) -> evaluate, all in one run
-folder; the fixed models of ``evaluate.baselines`` train in ``RUN/baselines/<slug>/``."""
+"""``pipeline``: search -> prune -> retrain -> (train the model baselines and random children) -> evaluate, all
+in one run folder; the fixed models and random children of ``evaluate.baselines`` train in
+``RUN/baselines/<slug>/``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from sparseconn.architecture import Architecture
-from sparseconn.engine.baselines import check_baseline_runs, model_baselines, train_baselines
+from sparseconn.engine.baselines import (
+    check_baseline_runs,
+    draw_random_child,
+    random_children,
+    train_baselines,
+    trained_baselines,
+)
 from sparseconn.engine.config import RunConfig
 from sparseconn.engine.distributed import barrier
 from sparseconn.engine.evaluate import evaluate
@@ -23,7 +30,7 @@ def pipeline(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(),
     out = Path(out)
     ckpts = out / "checkpoints"
     refuse_model(cfg, "pipeline (search, prune, retrain)")
-    model_baselines(cfg)  # bad baseline entries fail here, not after the search
+    trained_baselines(cfg)  # bad baseline entries fail here, not after the search
     check_baseline_runs(cfg)
     if opts.resume:
         prepare_run_dir(out, cfg, True, opts.dist, marker="checkpoints/search_last.pt")
@@ -40,10 +47,13 @@ def pipeline(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(),
     barrier(opts.dist)
     if not opts.dist.is_main:
         arch = Architecture.load(out / "architecture.json")
+    # the random controls are drawn now (deterministic on every rank), so a size they cannot have fails
+    # before the retraining; they train after the searched child
+    randoms = {s: draw_random_child(cfg, entry, arch) for s, entry in random_children(cfg)}
     retrain_opts = dataclasses.replace(opts, resume=opts.resume and (ckpts / "last.pt").is_file())
     inherit = ckpts / "search_best.pt" if cfg.train.inherit else None
     train_summary = train(cfg, arch, out, retrain_opts, inherit_from=inherit, prepare=False)
-    baselines = train_baselines(cfg, out, opts)
+    baselines = train_baselines(cfg, out, opts, randoms=randoms, inherit_from=inherit)
     summary: dict[str, Any] = {
         "candidates": len(arch.candidates),
         "connections": len(arch.connections),
@@ -51,6 +61,10 @@ def pipeline(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(),
         "train": train_summary["best"],
         "baselines": baselines,
     }
+    if randoms:
+        summary["random_children"] = {
+            s: {"seed": r.random_draw.seed, "connections": len(r.connections), "draws": r.random_draw.draws,
+                "removed_stages": r.removed_stages} for s, r in randoms.items() if r.random_draw is not None}
     if opts.dist.is_main:
         result = evaluate(out, opts, latency_size=latency_size)
         summary["evaluation"] = result["rows"]

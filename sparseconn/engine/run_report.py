@@ -14,14 +14,49 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def random_control_notes(base: Path, cfg: Any, task: Any, rows: list[dict], child: str | None) -> list[str]:
+    """The report's lines on the random children of ``evaluate.baselines``: how each was drawn, and the
+    searched child's primary metric against theirs on the test split (search vs chance)."""
+    from sparseconn.engine.baselines import BASELINES_DIR, random_children
+
+    notes, scored = [], []
+    by_name = {r["model"]: r for r in rows}
+    for s, entry in random_children(cfg):
+        path = Path(base) / BASELINES_DIR / s / ARCHITECTURE_FILE
+        if not path.is_file():
+            continue
+        arch = Architecture.load(path)
+        draw = arch.random_draw
+        how = f"seed {draw.seed}, live at draw {draw.draws}" if draw else "a random draw"
+        notes.append(f"{entry.label}: the random control, {len(arch.connections)} of {len(arch.candidates)} candidate "
+                     f"connections drawn uniformly at random among the live children of that size ({how}; no "
+                     "redundancy clean-ups), trained with the child's train settings.")
+        if entry.label in by_name:
+            scored.append(entry.label)
+    metric = getattr(task, "primary_metric", None)
+    mine = by_name.get(child or "", {}).get(metric)
+    if scored and isinstance(mine, int | float):
+        higher = bool(getattr(task, "higher_is_better", False))
+        theirs = [(n, by_name[n].get(metric)) for n in scored]
+        theirs = [(n, v) for n, v in theirs if isinstance(v, int | float)]
+        beaten = sum((mine > v) if higher else (mine < v) for _, v in theirs)
+        label = getattr(task, "metric_labels", {}).get(metric, metric)
+        listed = "; ".join(f"{n} {v:.4g}" for n, v in theirs)
+        notes.append(f"Search vs chance ({label} on the test split, {'higher' if higher else 'lower'} is better): "
+                     f"{child} {mine:.4g}; {listed}: the searched child beats {beaten} of {len(theirs)} random "
+                     f"child{'' if len(theirs) == 1 else 'ren'}.")
+    return notes
+
+
 def write_run_report(base: Path, cfg: Any, task: Any, rows: list[dict], batch: dict, outputs: dict,
                      scores: dict[str, str], size: tuple[int, int], device: str | None = None,
                      sets: dict[str, dict] | None = None, warnings: list[str] | None = None,
-                     engines: dict[str, str] | None = None) -> tuple[Path, Path]:
+                     engines: dict[str, str] | None = None, child: str | None = None) -> tuple[Path, Path]:
     """``report.md`` and ``report.html`` in ``base`` with the comparison table, a table per extra test set
     (``sets``: label -> ``{"items": n, "rows": [...]}``, as ``evaluation.json`` holds them), the pictures
     (in ``base/figures``) and the config used. ``engines``: model -> the inference path its latency was
-    measured on (:class:`sparseconn.engine.fastpath.FastModel.description`)."""
+    measured on (:class:`sparseconn.engine.fastpath.FastModel.description`). ``child``: the run's own
+    model's row name, compared with the random children's rows (search vs chance)."""
     from sparseconn.viz import comparison_rows, save_figure, write_report
 
     base = Path(base)
@@ -45,6 +80,7 @@ def write_run_report(base: Path, cfg: Any, task: Any, rows: list[dict], batch: d
         arch = Architecture.load(base / ARCHITECTURE_FILE)
         notes.append(f"Derived child: {len(arch.connections)} of {len(arch.candidates)} candidate connections "
                      f"kept (w ≥ {arch.threshold:g}); removed stages: {', '.join(arch.removed_stages) or 'none'}.")
+    notes += random_control_notes(base, cfg, task, rows, child)
     fig = task.panels(batch, outputs, scores)
     if fig is not None:
         images["Outputs on the first test item"] = save_figure(fig, figures / "panels.png")
