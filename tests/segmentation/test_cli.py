@@ -33,7 +33,7 @@ def pipeline_run(tmp_path_factory) -> Path:
 def test_pipeline_fast_dev_run_scores_supernet_and_child(pipeline_run: Path) -> None:
     ev = json.loads((pipeline_run / "evaluation.json").read_text())
     rows = {row["model"]: row for row in ev["rows"]}
-    assert list(rows) == ["SparseMask supernet", "SparseMask child"]
+    assert list(rows) == ["SparseMask supernet", "SparseMask child", "random child (seed 0)"]
     for row in rows.values():
         assert np.isfinite(row["miou"]) and 0.0 <= row["miou"] <= 1.0
         assert np.isfinite(row["pixel_acc"]) and 0.0 <= row["pixel_acc"] <= 1.0
