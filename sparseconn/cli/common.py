@@ -48,6 +48,21 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message; for an error re-raised from a DataLoader worker (whose message
+    is torch's "Caught X in DataLoader worker process N." plus the worker's traceback), the original
+    message: the traceback's last line without its ``module.Class: `` prefix."""
+    text = str(exc)
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Caught ") and "DataLoader worker" in lines[0] and len(lines) > 1:
+        last = lines[-1].strip()
+        prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+        return last[len(prefix):] if last.startswith(prefix) else last.split(": ", 1)[-1]
+    return lines[0]
+
+
 def handle_errors(fn: F) -> F:
     """Turn user errors into one-line messages with exit code 2 (no traceback)."""
 
@@ -56,7 +71,7 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except SparseconnError as exc:
-            raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+            raise fail(one_line(exc)) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
