@@ -1,4 +1,6 @@
-"""Two CPU processes (gloo): identical connection weights on every rank, only rank 0 writes."""
+"""Two CPU processes (gloo): identical connection weights on every rank, only rank 0 writes; gradient
+accumulation under DDP takes the large batch's step; sync_bn is refused off CUDA and leaves checkpoints
+that load into plain BatchNorm."""
 
 from __future__ import annotations
 
@@ -13,10 +15,18 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch import nn
 
-from sparseconn.engine.distributed import DistInfo, assert_same_on_all_ranks
-from sparseconn.errors import SparseconnError
-from tests.toy_task import write_toy_config
+from sparseconn.engine.checkpoint import fingerprint, load_checkpoint, load_model_state, save_checkpoint
+from sparseconn.engine.config import TrainConfig, load_run_config
+from sparseconn.engine.distributed import DistInfo, assert_same_on_all_ranks, sync_batchnorm, use_sync_bn
+from sparseconn.engine.trainer import Trainer
+from sparseconn.errors import ConfigError, SparseconnError
+from sparseconn.network import build_supernet
+from sparseconn.space import SearchSpace
+from sparseconn.task import TASKS
+from tests.test_accumulation import SGD, SmallNet, fit_small, max_diff, toy_data
+from tests.toy_task import ToyConfig, write_toy_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,3 +111,92 @@ def test_the_process_group_is_destroyed_at_the_end_of_a_run(tmp_path, end):
         if end == "fail":
             assert "the run failed" in err
         assert (tmp_path / f"rank{rank}.txt").read_text() == "initialized at exit: False"
+
+
+def _accumulate_worker(rank: int, port: int, run_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        cfg = TrainConfig(epochs=1, batch_size=2, accumulate=2, optimizer=SGD, schedule={"name": "constant"},
+                          grad_clip=None, amp="off", bn_recalibration=0, limit_val_batches=1)
+        trainer = Trainer(SmallNet(), TASKS.get("toy")(ToyConfig()), cfg, Path(run_dir), "train", {},
+                          dist=DistInfo(rank, 2), progress=False)
+        trainer.fit(toy_data(8))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(180)
+def test_accumulation_under_ddp_takes_the_large_batch_step(tmp_path):
+    """2 ranks x 2 micro-batches of 2 (DDP all-reduces on the second only) = one batch of 8."""
+    mp.spawn(_accumulate_worker, args=(_free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    ddp = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")["model"]
+    big, _ = fit_small(tmp_path / "big", 8, 8, 1)
+    assert max_diff(big, ddp) < 1e-6
+    assert max_diff(big, {k: v.detach() for k, v in SmallNet().state_dict().items()}) > 1e-3
+
+
+def test_sync_bn_on_a_distributed_cpu_run_is_a_one_line_config_error(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        Trainer(nn.Identity(), None, TrainConfig(sync_bn=True), tmp_path, "train", {}, dist=DistInfo(0, 2))
+    assert str(info.value) == ("train.sync_bn is true but the device is 'cpu': SyncBatchNorm needs CUDA GPUs with "
+                               "the NCCL backend; set train.sync_bn=false on this run")
+    assert use_sync_bn(True, DistInfo(1, 4, 1), "cuda:1", "search") is True
+    assert use_sync_bn(False, DistInfo(0, 2), "cpu", "search") is False
+
+
+def test_sync_bn_in_a_single_process_keeps_batchnorm_with_a_warning(tmp_path):
+    with pytest.warns(UserWarning, match=r"^search.sync_bn is true but this is a single process"):
+        assert use_sync_bn(True, DistInfo(), "cpu", "search") is False
+    with pytest.warns(UserWarning, match="train.sync_bn"):
+        trainer = Trainer(nn.Identity(), None, TrainConfig(sync_bn=True), tmp_path, "train", {})
+    assert trainer._sync_bn is False
+
+
+def _plain_bn_count(net: nn.Module) -> tuple[int, int]:
+    mods = list(net.modules())
+    sync = sum(isinstance(m, nn.SyncBatchNorm) for m in mods)
+    plain = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm) for m in mods)
+    return plain, sync
+
+
+def test_a_checkpoint_saved_with_sync_bn_loads_into_plain_batchnorm(tmp_path):
+    """The supernet's BatchNorm layers as SyncBatchNorm (as under DDP with sync_bn): same state-dict keys and
+    fingerprint, its checkpoint loads into a plain network, and the network gets its own layers back, trained."""
+    space = SearchSpace(load_run_config(write_toy_config(tmp_path)).space)
+    net = build_supernet(space)
+    plain_before, _ = _plain_bn_count(net)
+    keys, print_before = list(net.state_dict()), fingerprint(net)
+    assert plain_before > 0
+    with sync_batchnorm(net) as converted:
+        assert converted == plain_before and _plain_bn_count(net) == (0, plain_before)
+        assert list(net.state_dict()) == keys and fingerprint(net) == print_before
+        net.train()
+        net(torch.rand(4, 1, 32, 32))  # one process: SyncBatchNorm falls back to plain batch norm
+        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        save_checkpoint(tmp_path / "sync.pt", {"model": net.state_dict(), "fingerprint": fingerprint(net)})
+    assert _plain_bn_count(net) == (plain_before, 0)
+    assert max_diff(state, net.state_dict()) == 0  # the restored layers hold what was trained in the block
+    fresh = build_supernet(space)
+    assert max_diff(state, fresh.state_dict()) > 0  # the forward moved the running statistics
+    load_model_state(fresh, load_checkpoint(tmp_path / "sync.pt"), tmp_path / "sync.pt")
+    assert max_diff(state, fresh.state_dict()) == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_two_gpu_search_with_sync_bn_and_accumulation(tmp_path):
+    cfg = write_toy_config(tmp_path)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "sparseconn",
+           "search", str(cfg), "--out", str(out), "--device", "cuda", "--quiet",
+           "--set", "search.sync_bn=true", "--set", "search.accumulate=2"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280, cwd=tmp_path)
+    assert res.returncode == 0, f"stdout:\n{res.stdout[-2000:]}\nstderr:\n{res.stderr[-4000:]}"
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["world_size"], summary["steps_per_epoch"], summary["optimizer_steps_per_epoch"]) == (2, 2, 1)
+    ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
+    load_model_state(build_supernet(SearchSpace(load_run_config(cfg).space)), ckpt, out / "checkpoints" / "last.pt")

@@ -67,15 +67,30 @@ class TrainingConfig(StrictModel):
     batch_size: int = Field(default=8, ge=1)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    accumulate: int = Field(default=1, ge=1)
+    """Gradient accumulation: one optimiser step every this many batches (micro-batches), so the effective
+    batch is ``batch_size`` x ``accumulate`` x the number of processes. Each micro-batch's loss (with a
+    search's connection losses, so that they count once a step) is divided by ``accumulate``: a step equals
+    one step on the large batch, and the schedule, gradient clipping and the connection weights' projection
+    count optimiser steps. An epoch's last, incomplete group is stepped as the mean over its micro-batches.
+    BatchNorm still normalises each micro-batch on its own: ``sync_bn`` or a larger ``batch_size`` helps
+    there."""
     grad_clip: float | None = Field(default=5.0, gt=0)
+    """Clip the weights' gradient norm (of the accumulated gradient) to this; null: no clipping."""
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     """auto: bf16 (or fp16 with loss scaling) on CUDA, off on CPU."""
     limit_train_batches: int | None = Field(default=None, ge=1)
+    """Train on at most this many batches an epoch: micro-batches, not optimiser steps, when ``accumulate``
+    is above 1."""
     limit_val_batches: int | None = Field(default=None, ge=1)
     num_workers: int = Field(default=0, ge=0)
     bn_recalibration: int = Field(default=16, ge=0)
     """Precise BN: before each validation, re-estimate BatchNorm statistics over this many training
     batches with the epoch's final weights (0: keep the running averages)."""
+    sync_bn: bool = False
+    """Under DDP (torchrun on several CUDA GPUs), convert BatchNorm layers to SyncBatchNorm so their batch
+    statistics cover all processes' micro-batches. Needs CUDA and NCCL (refused on a CPU run); a single
+    process ignores it with a warning. Checkpoints hold plain BatchNorm state: they load as usual."""
 
     _OTHER: ClassVar[tuple[str, tuple[str, ...]]] = ("", ())
     """The other section's name and its own keys (an old config carried them here at their defaults)."""

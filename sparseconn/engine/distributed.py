@@ -3,20 +3,26 @@
 gloo on CPU, nccl on GPU. Connection weights are ordinary registered parameters, so DDP averages
 their gradients and every rank takes the same step; :func:`assert_same_on_all_ranks` checks it
 after every epoch. Only rank 0 writes files. A process group that :func:`init_distributed` starts is
-destroyed when the process ends, also after an error.
+destroyed when the process ends, also after an error. A run's ``sync_bn`` turns its BatchNorm layers into
+SyncBatchNorm for the length of the training (:func:`use_sync_bn`, :func:`sync_batchnorm`).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from sparseconn.errors import SparseconnError
+from sparseconn.errors import ConfigError, SparseconnError
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,52 @@ def assert_same_on_all_ranks(vec: torch.Tensor, info: DistInfo, what: str = "con
         if not torch.equal(other, gathered[0]):
             diff = (other - gathered[0]).abs().max().item()
             raise SparseconnError(f"{what} differ between rank 0 and rank {r} (max difference {diff:.3g})")
+
+
+def use_sync_bn(requested: bool, info: DistInfo, device: str, section: str) -> bool:
+    """Whether a run's ``{section}.sync_bn`` converts BatchNorm to SyncBatchNorm: only under DDP on CUDA.
+
+    On another device a distributed run is refused with a one-line :class:`ConfigError` (torch's
+    SyncBatchNorm synchronises CUDA tensors only, over NCCL); a single process has nothing to synchronise
+    and keeps plain BatchNorm, with a warning."""
+    if not requested:
+        return False
+    if not info.enabled:
+        warnings.warn(f"{section}.sync_bn is true but this is a single process: BatchNorm has nothing to "
+                      "synchronise and stays as it is (sync_bn acts under torchrun on several GPUs)",
+                      UserWarning, stacklevel=2)
+        return False
+    if not device.startswith("cuda"):
+        raise ConfigError(f"{section}.sync_bn is true but the device is {device!r}: SyncBatchNorm needs CUDA "
+                          f"GPUs with the NCCL backend; set {section}.sync_bn=false on this run")
+    return True
+
+
+@contextmanager
+def sync_batchnorm(net: nn.Module, enabled: bool = True) -> Iterator[int]:
+    """Within the block, every BatchNorm layer of ``net`` (below its root) is a
+    :class:`torch.nn.SyncBatchNorm` sharing its parameters and buffers; afterwards the original layers are
+    back in place, holding the trained values. Yields how many layers were converted.
+
+    Convert before wrapping the network in DDP. The state dict keeps its keys (``weight``, ``bias``,
+    ``running_mean``, ``running_var``, ``num_batches_tracked``), so checkpoints saved inside the block load
+    into the plain network."""
+    swapped: list[tuple[nn.Module, str, _BatchNorm]] = []
+    if enabled:
+        for parent in list(net.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, _BatchNorm) and not isinstance(child, nn.SyncBatchNorm):
+                    setattr(parent, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+                    swapped.append((parent, name, child))
+    try:
+        yield len(swapped)
+    finally:
+        for parent, name, bn in reversed(swapped):
+            sync = getattr(parent, name)
+            with torch.no_grad():
+                bn.load_state_dict(sync.state_dict())  # shared tensors already: a safeguard
+            bn.train(sync.training)
+            setattr(parent, name, bn)
 
 
 def barrier(info: DistInfo) -> None:

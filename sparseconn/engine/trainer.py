@@ -7,13 +7,24 @@ exist only where the network has them.
 
 Every epoch appends one line to ``metrics.jsonl`` (and, with connection weights, to ``connections.jsonl``)
 whose ``phase`` is the :class:`Phase` value: ``search`` or ``train``; the run config's ``log`` adds
-``metrics.csv`` and TensorBoard event files (:mod:`sparseconn.engine.loggers`). Only rank 0 logs."""
+``metrics.csv`` and TensorBoard event files (:mod:`sparseconn.engine.loggers`). Only rank 0 logs.
+
+Gradient accumulation (``accumulate: N``): the optimisers step once every N micro-batches of
+``batch_size``, on the gradient of the mean over them (each micro-batch's loss, connection losses included,
+is scaled by 1/N, so the connection losses count once a step). Clipping, the schedule, the connection
+weights' projection and DDP's gradient all-reduce happen once a step (``no_sync`` on the other
+micro-batches). An epoch's last group, when the batches do not divide by N, is stepped as the mean over its
+own micro-batches; groups never span epochs, so the per-epoch checkpoints resume exactly. BatchNorm layers
+still see one micro-batch at a time: ``sync_bn`` (under DDP on GPUs) widens their statistics to all
+processes. ``limit_train_batches`` and ``steps_per_epoch`` count micro-batches,
+``optimizer_steps_per_epoch`` counts steps."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -33,7 +44,13 @@ from sparseconn.engine.checkpoint import (
     set_rng_state,
 )
 from sparseconn.engine.config import SearchConfig, TrainingConfig
-from sparseconn.engine.distributed import DistInfo, all_reduce_sum, assert_same_on_all_ranks
+from sparseconn.engine.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    assert_same_on_all_ranks,
+    sync_batchnorm,
+    use_sync_bn,
+)
 from sparseconn.engine.inference import amp_dtype, autocast, predict
 from sparseconn.engine.loggers import EpochEntry, EpochLogger, make_loggers
 from sparseconn.engine.metrics import MetricAccumulator
@@ -77,7 +94,9 @@ class _Loop:
     sampler: DistributedSampler
     datasets: dict[str, Dataset]
     steps: int
-    """Training batches an epoch."""
+    """Training batches (micro-batches) an epoch."""
+    accumulate: int
+    """Micro-batches an optimiser step."""
     optimizers: list[torch.optim.Optimizer]
     schedulers: list[torch.optim.lr_scheduler.LRScheduler]
     scaler: torch.amp.GradScaler
@@ -114,6 +133,7 @@ class Trainer:
         except ValueError:
             raise SparseconnError(f"Trainer stage {self.stage!r} is unknown: expected one of "
                                   f"{', '.join(p.value for p in Phase)}") from None
+        self._sync_bn = use_sync_bn(self.cfg.sync_bn, self.dist, self.device, self.stage.value)
 
     def ckpt_path(self, which: str) -> Path:
         return self.run_dir / "checkpoints" / f"{self.ckpt_prefix}{which}.pt"
@@ -200,23 +220,29 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------
     def fit(self, datasets: dict[str, Dataset], resume: bool = False) -> dict[str, Any]:
-        net, cfg = self.net.to(self.device), self.cfg
+        net = self.net.to(self.device)
         if not any(p.requires_grad for p in net.parameters()):
             return self._fixed(datasets)
+        with sync_batchnorm(net, enabled=self._sync_bn):  # before DDP wraps it; plain BatchNorm again after
+            return self._fit(net, datasets, resume)
+
+    def _fit(self, net: nn.Module, datasets: dict[str, Dataset], resume: bool) -> dict[str, Any]:
+        cfg = self.cfg
         train_loader, sampler = self._loader(datasets["train"], train=True)
         val_loader, _ = self._loader(datasets["val"], train=False)
         steps = min(len(train_loader), cfg.limit_train_batches or len(train_loader))
         if steps == 0:
             raise SparseconnError(f"the training set has {len(datasets['train'])} items, fewer than one batch "
                                   f"of {cfg.batch_size} per process")
-        total = steps * cfg.epochs
+        opt_steps = math.ceil(steps / cfg.accumulate)  # the schedule counts optimiser steps
+        total = opt_steps * cfg.epochs
         opts = [make_optimizer(cfg.optimizer, weight_groups(net, cfg.optimizer))]
         supernet = gated(net)
         if self.stage is Phase.SEARCH and supernet is not None:
             conn = self._search_cfg().connection_optimizer
             opts.append(make_optimizer(conn, [
                 {"params": supernet.connection_parameters(), "lr": conn.lr, "name": "connections"}]))
-        scheds = [make_scheduler(o, cfg.schedule, total, steps) for o in opts]
+        scheds = [make_scheduler(o, cfg.schedule, total, opt_steps) for o in opts]
         dtype = amp_dtype(cfg.amp, self.device)
         scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
         start, best = 0, {"metric": self.task.primary_metric, "value": None, "epoch": None}
@@ -241,7 +267,8 @@ class Trainer:
             if self.dist.enabled else net
         bar = ProgressReporter(self.stage.value, cfg.epochs, enabled=self.progress and self.dist.is_main)
         loop = _Loop(model=model, loader=train_loader, sampler=sampler, datasets=datasets, steps=steps,
-                     optimizers=opts, schedulers=scheds, scaler=scaler, dtype=dtype, bar=bar, loggers=loggers)
+                     accumulate=cfg.accumulate, optimizers=opts, schedulers=scheds, scaler=scaler, dtype=dtype,
+                     bar=bar, loggers=loggers)
         try:
             for epoch in range(start, cfg.epochs):
                 record = self._epoch(loop, epoch)
@@ -254,44 +281,45 @@ class Trainer:
             bar.close()
             for logger in loggers:
                 logger.close()
-        return {"best": best, "epochs": cfg.epochs, "steps_per_epoch": steps, "world_size": self.dist.world_size}
+        return {"best": best, "epochs": cfg.epochs, "steps_per_epoch": steps, "optimizer_steps_per_epoch": opt_steps,
+                "world_size": self.dist.world_size}
 
     def _epoch(self, loop: _Loop, epoch: int) -> dict:
-        """One pass over the training batches; returns the epoch's record (validation not yet in it)."""
-        net, cfg = self.net, self.cfg
+        """One pass over the training batches, an optimiser step every ``loop.accumulate`` of them (and
+        after the last); returns the epoch's record (validation not yet in it), whose losses are
+        micro-batch means."""
+        net = self.net
         net.train()
         loop.sampler.set_epoch(epoch)
         self.task.set_epoch(loop.datasets, epoch)
         loop.bar.start_epoch(epoch, loop.steps)
         t0, sums, n = time.perf_counter(), {}, 0
+        acc = loop.accumulate
         for i, batch in enumerate(loop.loader):
             if i >= loop.steps:
                 break
+            first = i - i % acc  # the first micro-batch of this step's group
+            group = min(acc, loop.steps - first)  # micro-batches in the group (fewer in an epoch's last one)
+            stepping = i == first + group - 1
+            if i == first:
+                for o in loop.optimizers:
+                    o.zero_grad(set_to_none=True)
             batch = self._to(batch)
-            with autocast(self.device, loop.dtype):
-                out = loop.model(batch["input"])
-            loss_t = self.task.loss(out.float(), batch)
-            regs = self.regularizer_terms()
-            loss = loss_t + sum(regs.values()) if regs else loss_t
-            bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=self.device)
-            if all_reduce_sum(bad, self.dist).item() > 0:
-                raise TrainingDiverged(f"{self.stage.value}: loss became {loss.item()} at epoch {epoch} step {i}; "
-                                       f"the last good checkpoint is kept at {self.ckpt_path('last')}")
-            for o in loop.optimizers:
-                o.zero_grad(set_to_none=True)
-            loop.scaler.scale(loss).backward()
-            for o in loop.optimizers:
-                loop.scaler.unscale_(o)
-            if cfg.grad_clip is not None:
-                weights = net.weight_parameters() if isinstance(net, GraphNet) else list(net.parameters())
-                torch.nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
-            for o in loop.optimizers:
-                loop.scaler.step(o)
-            loop.scaler.update()
-            for s in loop.schedulers:
-                s.step()
-            if isinstance(net, GraphNet):
-                net.constrain_()
+            # DDP all-reduces the gradients on the backward of a group's last micro-batch only.
+            with nullcontext() if stepping or not isinstance(loop.model, DDP) else loop.model.no_sync():
+                with autocast(self.device, loop.dtype):
+                    out = loop.model(batch["input"])
+                loss_t = self.task.loss(out.float(), batch)
+                regs = self.regularizer_terms()
+                loss = loss_t + sum(regs.values()) if regs else loss_t
+                bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=self.device)
+                if all_reduce_sum(bad, self.dist).item() > 0:
+                    raise TrainingDiverged(f"{self.stage.value}: loss became {loss.item()} at epoch {epoch} step "
+                                           f"{i}; the last good checkpoint is kept at {self.ckpt_path('last')}")
+                # The mean over the group: connection losses, the same on every micro-batch, count once.
+                loop.scaler.scale(loss / group).backward()
+            if stepping:
+                self._step(loop)
             for k, v in {"loss": loss, "loss_t": loss_t, **regs}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             n += 1
@@ -303,6 +331,22 @@ class Trainer:
         rec["lr"] = loop.optimizers[0].param_groups[-1]["lr"]
         rec["time"] = time.perf_counter() - t0
         return rec
+
+    def _step(self, loop: _Loop) -> None:
+        """One optimiser step on the accumulated gradient: unscaled, clipped, stepped, scheduled, projected."""
+        net, cfg = self.net, self.cfg
+        for o in loop.optimizers:
+            loop.scaler.unscale_(o)
+        if cfg.grad_clip is not None:
+            weights = net.weight_parameters() if isinstance(net, GraphNet) else list(net.parameters())
+            torch.nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
+        for o in loop.optimizers:
+            loop.scaler.step(o)
+        loop.scaler.update()
+        for s in loop.schedulers:
+            s.step()
+        if isinstance(net, GraphNet):
+            net.constrain_()
 
     def live_connections(self) -> int | None:
         supernet = gated(self.net)
@@ -330,7 +374,8 @@ class Trainer:
             payload = self._payload(record, -1, best, opts=[], scheds=[], scaler=scaler, weights=None)
             for which in ("last", "best"):
                 save_checkpoint(self.ckpt_path(which), payload)
-        return {"best": best, "epochs": 0, "steps_per_epoch": 0, "world_size": self.dist.world_size}
+        return {"best": best, "epochs": 0, "steps_per_epoch": 0, "optimizer_steps_per_epoch": 0,
+                "world_size": self.dist.world_size}
 
     def _finish_epoch(self, loop: _Loop, epoch: int, record: dict, best: dict) -> dict:
         """Log the epoch (rank 0), save ``last.pt`` and, when the metric improved, ``best.pt``; returns
