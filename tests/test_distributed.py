@@ -200,3 +200,14 @@ def test_two_gpu_search_with_sync_bn_and_accumulation(tmp_path):
     assert (summary["world_size"], summary["steps_per_epoch"], summary["optimizer_steps_per_epoch"]) == (2, 2, 1)
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
     load_model_state(build_supernet(SearchSpace(load_run_config(cfg).space)), ckpt, out / "checkpoints" / "last.pt")
+
+
+def test_sync_bn_off_cuda_is_refused_before_the_run_folder_is_made(tmp_path):
+    from sparseconn.engine.config import SearchConfig
+    from sparseconn.engine.jobs import RunOptions, refuse_sync_bn
+
+    opts = RunOptions(device="cpu", dist=DistInfo(0, 2))
+    with pytest.raises(ConfigError, match=r"^search.sync_bn is true but the device is 'cpu'"):
+        refuse_sync_bn(SearchConfig(sync_bn=True), opts, "search")
+    refuse_sync_bn(SearchConfig(sync_bn=False), opts, "search")  # nothing asked, nothing refused
+    refuse_sync_bn(TrainConfig(sync_bn=True), RunOptions(device="cpu"), "train")  # one process: the Trainer warns

@@ -30,7 +30,7 @@ import torch
 from sparseconn.architecture import Architecture
 from sparseconn.encoders import skip_pretrained
 from sparseconn.engine.config import RunConfig
-from sparseconn.engine.distributed import DistInfo
+from sparseconn.engine.distributed import DistInfo, use_sync_bn
 from sparseconn.engine.loading import load_supernet, make_task
 from sparseconn.engine.rundir import check_run_membership, config_of, prepare_run_dir, read_checkpoint, run_folder_of
 from sparseconn.engine.trainer import Trainer
@@ -83,6 +83,13 @@ def refuse_model(cfg: RunConfig, job: str) -> None:
                               "use; train it with `sparseconn train CONFIG` (no --arch), or remove `model:`")
 
 
+def refuse_sync_bn(section_cfg: Any, opts: RunOptions, section: str) -> None:
+    """A distributed run whose ``{section}.sync_bn`` cannot act on its device fails here, before its run folder
+    is made (the Trainer would refuse it too, but after)."""
+    if section_cfg.sync_bn and opts.dist.enabled:
+        use_sync_bn(True, opts.dist, opts.device, section)
+
+
 def search(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(), ckpt_prefix: str = "",
            prepare: bool = True) -> dict[str, Any]:
     """Train the supernet with Eq. (2): the task loss plus the connection regularizers. Writes
@@ -96,6 +103,7 @@ def search(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(), ckpt_pref
     net.checkpointing = cfg.checkpointing
     reg_ctx = regularizer_context(space, cfg.search.cost_size)
     datasets = task.datasets(cfg.seed)
+    refuse_sync_bn(cfg.search, opts, "search")
     if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
         prepare_run_dir(out, cfg, opts.resume, opts.dist)
     payload = {"kind": "supernet", "config": cfg.model_dump(mode="json")}
@@ -159,6 +167,7 @@ def train(cfg: RunConfig, arch: Architecture, out: Path, opts: RunOptions = RunO
         net = build_child(arch, inherit=inherit)
     net.checkpointing = cfg.checkpointing
     datasets = task.datasets(cfg.seed)
+    refuse_sync_bn(cfg.train, opts, "train")
     if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
         prepare_run_dir(out, cfg, opts.resume, opts.dist)
     if opts.dist.is_main:
@@ -196,6 +205,7 @@ def train_model(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(),
         net = build_model(cfg.model.name, cfg.model.params, cfg.space, task)
     arch = getattr(net, "architecture", None)
     datasets = task.datasets(cfg.seed)
+    refuse_sync_bn(cfg.train, opts, "train")
     if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
         prepare_run_dir(out, cfg, opts.resume, opts.dist)
     payload: dict[str, Any] = {"kind": "model", "config": cfg.model_dump(mode="json"),

@@ -279,8 +279,8 @@ def test_pipeline_reports_the_cross_domain_set(tmp_path: Path) -> None:
                "--set", "evaluate.latency_size=[64,64]")
     assert r.exit_code == 0, r.output
     ev = json.loads((run / "evaluation.json").read_text())
-    expected = ["super-PRNet", "NAS-PRNet", "random child (seed 0)", "FT + unwrap (classical)", "FT + unwrap + background (classical)",
-                "zero phase"]
+    expected = ["super-PRNet", "NAS-PRNet", "random child (seed 0)", "FT + unwrap (classical)",
+                "FT + unwrap + background (classical)", "zero phase"]
     assert [row["model"] for row in ev["rows"]] == expected
     timing = {row["model"]: row["latency_ms"] for row in ev["rows"]}
     assert timing["zero phase"] is None and timing["FT + unwrap (classical)"] > 0  # a floor is not timed
