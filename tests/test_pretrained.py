@@ -174,3 +174,30 @@ def test_checkpoints_rebuild_without_the_pretrained_file(tmp_path) -> None:
     train(cfg, arch, tmp_path / "child", RunOptions(progress=False), inherit_from=run / "checkpoints/best.pt")
     lm = load_model(tmp_path / "child")
     assert lm.kind == "child" and lm.net.encoder.out_channels[:3] == [16, 8, 8]
+
+
+def test_train_gives_the_child_the_run_configs_starting_weights(tmp_path) -> None:
+    """An architecture fixes the structure; the run config's ``pretrained`` says where the encoder starts
+    (as ``train segmentation_voc.yaml --arch segmentation_voc_child.json`` relies on), with a warning."""
+    from sparseconn.engine.jobs import starting_weights
+    from sparseconn.network import build_child
+    from sparseconn.sampling import random_architecture
+    from sparseconn.space import SearchSpace
+
+    weights = fake_weights(tmp_path / "w", hashed=False)
+    enc = ["space.encoder.name=mobilenet_v2", "space.encoder.features=[0, 1, 2]"]
+    bare = load_run_config(write_toy_config(tmp_path), [*enc, f"space.encoder.params={{width: {WIDTH}}}"])
+    named = load_run_config(write_toy_config(tmp_path),
+                            [*enc, f"space.encoder.params={{width: {WIDTH}, pretrained: '{weights}'}}"])
+    arch = random_architecture(SearchSpace(bare.space), 3, seed=0)  # its encoder names no weights
+    assert starting_weights(bare, arch) is arch  # nothing differs: the file as it is
+    with pytest.warns(UserWarning, match=r"pretrained is '.*mobilenet_v2.pth' in the run config and None"):
+        started = starting_weights(named, arch)
+    assert started.space.encoder.params == {"width": WIDTH, "pretrained": str(weights)}
+    assert started.connections == arch.connections and "pretrained" not in arch.space.encoder.params
+    saved, child_enc = torch.load(weights, weights_only=True), build_child(started).encoder.state_dict()
+    deeper = [k for k in child_enc if not k.startswith("features.0.")]  # the first conv takes 1 channel here
+    assert deeper and all(torch.equal(child_enc[k], saved[k]) for k in deeper)
+    assert not torch.equal(build_child(arch).encoder.state_dict()[deeper[0]], saved[deeper[0]])
+    with pytest.warns(UserWarning, match=r"pretrained is None in the run config"):
+        assert "pretrained" not in starting_weights(bare, started).space.encoder.params

@@ -18,6 +18,7 @@ What each job writes into its run folder (the layout: :mod:`sparseconn.engine.ru
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -151,11 +152,32 @@ def prune(run: Path, threshold: float | None = None, redundancy: bool | None = N
     return arch
 
 
+def starting_weights(cfg: RunConfig, arch: Architecture) -> Architecture:
+    """``arch`` with its encoder's ``pretrained`` set as the run config's, when both name the same encoder.
+
+    An architecture file fixes the child's structure; where the encoder's weights start (``pretrained``:
+    ImageNet, a file, none) is the run's choice, as for the supernet. So ``train segmentation_voc.yaml
+    --arch segmentation_voc_child.json`` starts from ImageNet as the config says, and ``--set
+    space.encoder.params.pretrained=null`` trains the same child from scratch. A difference is warned about."""
+    mine, theirs = cfg.space.encoder, arch.space.encoder
+    if mine.name != theirs.name or mine.params.get("pretrained") == theirs.params.get("pretrained"):
+        return arch
+    warnings.warn(f"space.encoder.params.pretrained is {mine.params.get('pretrained')!r} in the run config and "
+                  f"{theirs.params.get('pretrained')!r} in the architecture: the child's encoder starts from "
+                  "the run config's", UserWarning, stacklevel=2)
+    params = {k: v for k, v in theirs.params.items() if k != "pretrained"}
+    if mine.params.get("pretrained") is not None:
+        params["pretrained"] = mine.params["pretrained"]
+    space = arch.space.model_copy(update={"encoder": theirs.model_copy(update={"params": params})})
+    return arch.model_copy(update={"space": space})
+
+
 def train(cfg: RunConfig, arch: Architecture, out: Path, opts: RunOptions = RunOptions(),
           inherit_from: Path | None = None, prepare: bool = True) -> dict[str, Any]:
     """Retrain the child of ``arch`` with the task loss alone (optionally from inherited weights). Writes
     ``train_summary.json`` and returns the summary."""
     refuse_model(cfg, "retraining a searched child (--arch)")
+    arch = starting_weights(cfg, arch)
     seed_everything(cfg.seed)
     task = make_task(cfg)
     inherit = None

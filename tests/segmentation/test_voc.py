@@ -371,7 +371,8 @@ def test_make_voc_child_regenerates_the_shipped_file(tmp_path: Path) -> None:
 def test_shipped_voc_child_trains_two_steps(tmp_path: Path) -> None:
     out = tmp_path / "R"
     ok("train", VOC_CONFIG, "--arch", CHILD, "--out", out, "--fast-dev-run", "--device", "cpu", "--quiet",
-       "--set", "task.data.source=synthetic", "--set", "task.data.size=32", "--set", "train.num_workers=0")
+       "--set", "task.data.source=synthetic", "--set", "task.data.size=32", "--set", "train.num_workers=0",
+       "--set", "space.encoder.params.pretrained=null")  # the config's ImageNet start would download
     rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     losses = {k: v for k, v in rec.items() if "loss" in k}
     assert losses and all(math.isfinite(v) for v in losses.values()), rec
