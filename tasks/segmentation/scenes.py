@@ -7,7 +7,7 @@ and each family holds two classes that only a wider look tells apart (6 classes 
   over several of its periods;
 - **greens: ellipse or rectangle** (a coarse cue): the same plain shaded fill, told apart by the outline of
   the whole object, often partly hidden;
-- **blues: small or large** (the coarsest cue): the same shapes and fill at radius 6-11 % or 20-32 % of the
+- **blues: small or large** (the coarsest cue): the same shapes and fill at radius 5-9 % or 22-34 % of the
   image side (small ones in groups of 1-3); a pixel inside a large one looks like one inside a small one
   until the whole object is seen.
 
@@ -42,7 +42,7 @@ CLASS_NAMES = ("background", "striped red", "checkered red", "green ellipse", "g
 SCENE_CLASSES = len(CLASS_NAMES)
 """Background + two classes in each of three colour families: 7."""
 _HUES = (0.0, 0.33, 0.62)  # red, green, blue family centres
-SMALL, LARGE = (0.06, 0.11), (0.20, 0.32)
+SMALL, LARGE = (0.05, 0.09), (0.22, 0.34)
 """Radius ranges of the small and large blues, as fractions of the image side (everything else: 0.1-0.3)."""
 
 
@@ -76,7 +76,7 @@ def _smooth(rng: np.random.Generator, size: int, cells: int, channels: int) -> n
 def _texture(rng: np.random.Generator, kind: str, yy: np.ndarray, xx: np.ndarray, size: int) -> np.ndarray:
     """A two-level pattern in {0, 1} (H, W) float32: stripes or a checker, random period, angle, phase."""
     th = rng.uniform(0, np.pi)
-    period = rng.uniform(0.09, 0.14) * size  # 5.8-9 px at 64 px
+    period = rng.uniform(0.14, 0.2) * size  # 9-13 px at 64 px
     u = (xx * np.cos(th) + yy * np.sin(th)) / period + rng.uniform(0, 1)
     if kind == "stripes":
         return (np.mod(u, 1.0) < 0.5).astype(np.float32)
@@ -92,7 +92,7 @@ def _shape(rng: np.random.Generator, kind: str, yy: np.ndarray, xx: np.ndarray, 
     th = rng.uniform(0, np.pi)
     u = (xx - cx) * np.cos(th) + (yy - cy) * np.sin(th)
     v = -(xx - cx) * np.sin(th) + (yy - cy) * np.cos(th)
-    aspect = rng.uniform(0.5, 1.0)
+    aspect = rng.uniform(0.65, 1.0)
     if kind == "ellipse":
         return (u / r) ** 2 + (v / (r * aspect)) ** 2 <= 1
     return (np.abs(u) <= r) & (np.abs(v) <= r * aspect)
@@ -112,11 +112,13 @@ class SyntheticScenesDataset(Dataset):
     ``num_classes`` is fixed by the scene grammar (:data:`SCENE_CLASSES`, 7); ``objects``: at most this
     many labelled objects an image (at least one); ``distractors``: at most this many grey textured
     patches and plain shapes in the background (class 0); ``scale``: radius range (fraction of the side)
-    of every object but the blues.
+    of every object but the blues; ``augment``: each training epoch shows every item in one of its 8 flips
+    and quarter turns (drawn per seed, epoch and index), which keep every class.
     """
 
     def __init__(self, size: int, length: int, seed: int = 0, objects: int = 4, distractors: int = 4,
-                 ignore_border: int = 1, scale: tuple[float, float] = (0.1, 0.3), cache: bool = True) -> None:
+                 ignore_border: int = 1, scale: tuple[float, float] = (0.1, 0.3), cache: bool = True,
+                 augment: bool = False) -> None:
         if size < 16:
             raise DataError(f"synthetic scenes need size >= 16 px, got {size}")
         self.size, self.length, self.seed = size, length, seed
@@ -124,6 +126,11 @@ class SyntheticScenesDataset(Dataset):
         self.num_classes = SCENE_CLASSES
         self._yy, self._xx = np.mgrid[0:size, 0:size].astype(np.float32)
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
+        self.augment, self.epoch = augment, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Re-seed the training augmentation (called by the trainer before every epoch)."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return self.length
@@ -187,6 +194,12 @@ class SyntheticScenesDataset(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(f"item {index} of a {self.length}-item scene set")
         x, y = self.item(index)
+        if self.augment:  # one of the 8 flips and quarter turns, per (seed, epoch, index): every class keeps its
+            k = int(np.random.default_rng([self.seed, self.epoch, index]).integers(8))  # shape, size and texture
+            x, y = torch.rot90(x, k % 4, (1, 2)), torch.rot90(y, k % 4, (0, 1))
+            if k >= 4:
+                x, y = x.flip(2), y.flip(1)
+            x, y = x.contiguous(), y.contiguous()
         return {"input": x, "target": y, "name": f"scenes_{self.seed}_{index:05d}"}
 
 

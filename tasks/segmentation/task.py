@@ -88,7 +88,7 @@ class DataConfig(StrictModel):
     """VOC only: ``[lo, hi]``, each training item first scaled by a random factor in this range (image
     bilinear, label nearest; ``segmentation_voc.yaml``: ``[0.5, 2.0]``). Default: no scaling."""
     augment: bool = True
-    """VOC only: random horizontal flips of training items."""
+    """VOC: random horizontal flips of training items; scenes: random flips and quarter turns."""
     test_split: str = "val"
     """VOC only: the split scored by ``evaluate`` (VOC's test labels are not public)."""
 
@@ -157,14 +157,15 @@ class SegmentationTask(Task):
     def datasets(self, seed: int) -> dict[str, Dataset]:
         d, k = self.cfg.data, self.num_classes
         if d.source in ("synthetic", "scenes"):
-            def make(n: int, stream: int) -> Dataset:
+            def make(n: int, stream: int, train: bool = False) -> Dataset:
                 if d.source == "scenes":
                     return SyntheticScenesDataset(d.size, n, seed=stream, objects=d.max_shapes,
-                                                  distractors=d.distractors, ignore_border=d.ignore_border)
+                                                  distractors=d.distractors, ignore_border=d.ignore_border,
+                                                  augment=d.augment and train)
                 return SyntheticShapesDataset(d.size, k, n, seed=stream, max_shapes=d.max_shapes,
                                               ignore_border=d.ignore_border)
             seeds = split_seeds(seed, d.seed)
-            return {"train": make(d.train_size, seeds["train"]), "val": make(d.val_size, seeds["val"]),
+            return {"train": make(d.train_size, seeds["train"], train=True), "val": make(d.val_size, seeds["val"]),
                     "test": make(d.test_size, seeds["test"])}
         root = d.root
         assert root is not None  # checked by DataConfig
