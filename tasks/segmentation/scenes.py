@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from sparseconn_tasks.segmentation.data import normalise
+from sparseconn_tasks.segmentation.data import _outline, normalise
+from sparseconn_tasks.segmentation.data import _smooth_noise as _smooth
 from torch.utils.data import Dataset
 
 from sparseconn.errors import DataError
@@ -61,16 +62,6 @@ def _grey(rng: np.random.Generator) -> np.ndarray:
     """A low-saturation colour (3,) in [0, 1] of any hue (clutter)."""
     return np.array(colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.0, 0.2), rng.uniform(0.2, 0.9)),
                     dtype=np.float32)
-
-
-def _smooth(rng: np.random.Generator, size: int, cells: int, channels: int) -> np.ndarray:
-    """Low-frequency noise: a (cells x cells) grid up-sampled bilinearly to (size, size, channels)."""
-    grid = rng.standard_normal((cells, cells, channels)).astype(np.float32)
-    pos = np.linspace(0, cells - 1, size, dtype=np.float32)
-    i0 = np.minimum(pos.astype(int), cells - 2)
-    f = (pos - i0)[:, None]
-    rows = grid[i0] * (1 - f[..., None]) + grid[i0 + 1] * f[..., None]  # (size, cells, C)
-    return rows[:, i0] * (1 - f[None]) + rows[:, i0 + 1] * f[None]  # (size, size, C)
 
 
 def _texture(rng: np.random.Generator, kind: str, yy: np.ndarray, xx: np.ndarray, size: int) -> np.ndarray:
@@ -202,17 +193,3 @@ class SyntheticScenesDataset(Dataset):
             x, y = x.contiguous(), y.contiguous()
         return {"input": x, "target": y, "name": f"scenes_{self.seed}_{index:05d}"}
 
-
-def _outline(label: np.ndarray, width: int) -> np.ndarray:
-    """Pixels within ``width`` px of a label change: (H, W) bool."""
-    edge = np.zeros(label.shape, dtype=bool)
-    edge[1:] |= label[1:] != label[:-1]
-    edge[:, 1:] |= label[:, 1:] != label[:, :-1]
-    for _ in range(width - 1):
-        grown = edge.copy()
-        grown[1:] |= edge[:-1]
-        grown[:-1] |= edge[1:]
-        grown[:, 1:] |= edge[:, :-1]
-        grown[:, :-1] |= edge[:, 1:]
-        edge = grown
-    return edge
