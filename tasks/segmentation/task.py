@@ -97,7 +97,7 @@ class DataConfig(StrictModel):
         if self.source == "voc" and self.root is None:
             raise ValueError("source 'voc' needs root: the VOC folder (JPEGImages/, SegmentationClass/, ...)")
         if self.source == "scenes" and self.num_classes not in (None, SCENE_CLASSES):
-            raise ValueError(f"source 'scenes' has {SCENE_CLASSES} classes (background + 3 shapes x 2 textures); "
+            raise ValueError(f"source 'scenes' has {SCENE_CLASSES} classes (background + 3 colour families x 2); "
                              f"num_classes is {self.num_classes}")
         return self
 

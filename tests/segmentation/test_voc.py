@@ -321,13 +321,14 @@ def test_train_aug_without_sbd_names_the_missing_list(voc: Path) -> None:
 def test_cli_train_and_search_on_a_bad_tree_exit_2_naming_the_file(trees: tuple[Path, Path], tmp_path: Path) -> None:
     root, sbd = trees
     (sbd / "cls" / "f.mat").unlink()
-    common = ["--set", f"task.data.root={root}", "--set", f"task.data.sbd_root={sbd}", "--device", "cpu", "--quiet"]
+    common = ["--set", f"task.data.root={root}", "--set", f"task.data.sbd_root={sbd}", "--device", "cpu", "--quiet",
+              "--set", "space.encoder.params.pretrained=null"]  # the config's ImageNet start would download
     r = cli("train", VOC_CONFIG, "--arch", CHILD, "--out", tmp_path / "T", *common)
     one_line_error(r, sbd / "cls" / "f.mat")
     assert not (tmp_path / "T").exists()
     (sbd / "cls" / "f.mat").touch()
     (root / "JPEGImages" / "c.jpg").unlink()  # a VOC val image
-    r = cli("search", VOC_CONFIG, "--out", tmp_path / "S", "--set", "space.encoder.params.pretrained=null", *common)
+    r = cli("search", VOC_CONFIG, "--out", tmp_path / "S", *common)
     one_line_error(r, root / "JPEGImages" / "c.jpg")
     r = cli("search", VOC_CONFIG, "--out", tmp_path / "S", "--set", "space.encoder.params.pretrained=null",
             "--set", f"task.data.root={tmp_path / 'nowhere'}", "--device", "cpu")
@@ -338,7 +339,8 @@ def test_cli_label_value_out_of_range_exits_2_naming_the_file(trees: tuple[Path,
     root, _ = trees
     save_png_label(root / "SegmentationClass" / "a.png", np.full(SIZE, 40, np.uint8))
     r = cli("train", VOC_CONFIG, "--arch", CHILD, "--out", tmp_path / "T", "--fast-dev-run", "--device", "cpu",
-            "--quiet", "--set", f"task.data.root={root}", "--set", "task.data.crop=32", "--set", "train.num_workers=0")
+            "--quiet", "--set", f"task.data.root={root}", "--set", "task.data.crop=32", "--set", "train.num_workers=0",
+            "--set", "space.encoder.params.pretrained=null")
     one_line_error(r, root / "SegmentationClass" / "a.png", "40")
 
 
