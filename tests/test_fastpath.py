@@ -172,25 +172,9 @@ def test_evaluate_reports_the_latency_path_and_refuses_an_unknown_engine(tmp_pat
     assert out.exit_code == 2 and "engine must be one of" in out.output and "Traceback" not in out.output
 
 
-def test_modules_that_do_not_compile_well_stay_eager_in_a_compiled_model() -> None:
-    class Slow(nn.Module):
-        compilable = False
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x
-
-    assert fastpath._keep_eager(nn.Sequential(nn.Identity(), Slow())) == ["Slow"]
-    assert fastpath._keep_eager(build_supernet(SearchSpace(tiny_config()))) == []
-
-
-def test_the_sideband_layer_compiles_around_its_fourier_transforms() -> None:
-    """The FFTs run eagerly inside the compiled model, the real arithmetic around them is compiled; the
-    compiled network matches eager fp32 on a hologram."""
+def test_input_ops_that_do_not_compile_well_stay_eager_in_a_compiled_model() -> None:
     from sparseconn_tasks.phase_retrieval.inputs import SidebandInput  # importing registers the op
 
-    net = _randomize(build_supernet(SearchSpace(tiny_config(input={"name": "sideband"}))))
-    assert fastpath._keep_eager(net) == [] and SidebandInput.compilable is True
-    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-    x = (1 + torch.cos(2 * torch.pi * (0.23 * xx + 0.11 * yy) + torch.sin(xx / 5)))[None, None]  # (1, 1, 32, 32)
-    fast = optimize(net, engine="compiled", example=x)
-    assert fast.engine == "compiled" and fast.fallback is None and fast.parity <= FP32_TOL
+    net = build_supernet(SearchSpace(tiny_config(input={"name": "sideband"})))
+    assert fastpath._keep_eager(net) == [SidebandInput.__name__] and SidebandInput.compilable is False
+    assert fastpath._keep_eager(build_supernet(SearchSpace(tiny_config()))) == []
