@@ -1,14 +1,12 @@
-"""Segmentation data: synthetic shapes on a cluttered background (no download) and PASCAL VOC folders.
+"""Segmentation data shared by every source: ImageNet normalisation, the VOC palette, image reading, and
+the easy synthetic shapes (colour-coded classes on a cluttered background, no download; a smoke test).
 
 Items are dicts ``{"input": (3, H, W) float32, "target": (H, W) int64, "name": str}``; inputs are
 normalised with the ImageNet mean/std (the MobileNetV2 encoder's pre-training), targets hold class
 indices with ``IGNORE`` (255) on pixels that are not scored (VOC's object outlines).
 
-VOC layout (``root`` is e.g. ``VOCdevkit/VOC2012``)::
-
-    ROOT/JPEGImages/NAME.jpg
-    ROOT/SegmentationClass/NAME.png        palette PNG: values are class indices, 255 = ignore
-    ROOT/ImageSets/Segmentation/{train,val}.txt
+The harder synthetic scenes are in :mod:`sparseconn_tasks.segmentation.scenes`; PASCAL VOC and SBD, their
+layouts and SparseMask's augmentation in :mod:`sparseconn_tasks.segmentation.voc`.
 """
 
 from __future__ import annotations
