@@ -113,6 +113,49 @@ def test_the_process_group_is_destroyed_at_the_end_of_a_run(tmp_path, end):
         assert (tmp_path / f"rank{rank}.txt").read_text() == "initialized at exit: False"
 
 
+FINISH_SCRIPT = """
+import sys, time
+from pathlib import Path
+import torch.distributed as dist
+from sparseconn.cli.common import handle_errors
+from sparseconn.engine.distributed import init_distributed
+
+@handle_errors
+def command():
+    info = init_distributed("cpu")
+    if info.rank == 0:
+        time.sleep(1.0)  # rank 0 still works while rank 1 is done
+    return time.time()
+
+returned = command()
+Path(sys.argv[1]).write_text(f"{returned} {time.time()} {dist.is_initialized()}")
+"""
+
+
+@pytest.mark.timeout(180)
+def test_a_finished_command_shuts_the_group_down_in_step_on_every_rank(tmp_path):
+    """After a command ends normally, each rank waits for the others before its group goes (a rank that
+    tears its gloo connections down while another still runs can abort it) and the group is gone before
+    the interpreter finalises."""
+    script = tmp_path / "run.py"
+    script.write_text(FINISH_SCRIPT, encoding="utf-8")
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path / f"rank{rank}.txt")],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=150)
+        assert proc.returncode == 0, err[-2000:]
+    (returned0, _, init0), (_, finished1, init1) = (
+        (tmp_path / f"rank{r}.txt").read_text().split() for r in range(2))
+    assert init0 == init1 == "False"  # destroyed by the command's end, not left to the exit handlers
+    assert float(finished1) >= float(returned0)  # rank 1 waited for rank 0's command to return
+
+
 def _accumulate_worker(rank: int, port: int, run_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)

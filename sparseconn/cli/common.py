@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -63,17 +64,27 @@ def one_line(exc: BaseException) -> str:
     return lines[0]
 
 
+def _finish_distributed() -> None:
+    """After a command that ran under torchrun: shut its process group down in step on every rank (only
+    when the run commands loaded the distributed module; other commands never import torch for this)."""
+    module = sys.modules.get("sparseconn.engine.distributed")
+    if module is not None:
+        module.finish()
+
+
 def handle_errors(fn: F) -> F:
     """Turn user errors into one-line messages with exit code 2 (no traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except SparseconnError as exc:
             raise fail(one_line(exc)) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        _finish_distributed()
+        return result
 
     return cast(F, wrapper)  # functools.wraps keeps fn's signature, which typer reads

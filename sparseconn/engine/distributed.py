@@ -3,13 +3,16 @@
 gloo on CPU, nccl on GPU. Connection weights are ordinary registered parameters, so DDP averages
 their gradients and every rank takes the same step; :func:`assert_same_on_all_ranks` checks it
 after every epoch. Only rank 0 writes files. A process group that :func:`init_distributed` starts is
-destroyed when the process ends, also after an error. A run's ``sync_bn`` turns its BatchNorm layers into
-SyncBatchNorm for the length of the training (:func:`use_sync_bn`, :func:`sync_batchnorm`).
+shut down in step by :func:`finish` when a command ends normally (every rank waits for the others, then
+destroys it while the interpreter is whole) and destroyed at exit after an error. A run's ``sync_bn``
+turns its BatchNorm layers into SyncBatchNorm for the length of the training (:func:`use_sync_bn`,
+:func:`sync_batchnorm`).
 """
 
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import warnings
 from collections.abc import Iterator
@@ -23,6 +26,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sparseconn.errors import ConfigError, SparseconnError
+
+_started_here = False  # whether init_distributed started the process group (finish and cleanup end it)
 
 
 @dataclass(frozen=True)
@@ -45,12 +50,14 @@ def init_distributed(device: str) -> DistInfo:
 
     A group started here is destroyed when the process exits, after a normal end, an error or Ctrl-C
     alike; a group the caller started is left to the caller."""
+    global _started_here
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         dist.init_process_group(backend=backend)
+        _started_here = True
         atexit.register(cleanup)
     info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     if device.startswith("cuda"):
@@ -129,9 +136,26 @@ def barrier(info: DistInfo) -> None:
 
 def cleanup(info: DistInfo | None = None) -> None:
     """Destroy the process group if one is up (``info`` of a single process: nothing to do).
-    :func:`init_distributed` registers it to run at exit."""
+    :func:`init_distributed` registers it to run at exit.
+
+    Garbage is collected first: a DDP wrapper caught in a reference cycle still holds the group, and a
+    gloo group freed only while the interpreter finalises can abort the process ("terminate called
+    without an active exception", SIGABRT, seen once in CI on rank 1 after a finished search)."""
     if (info is None or info.enabled) and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
+
+
+def finish() -> None:
+    """End a group that :func:`init_distributed` started, at the normal end of a command: every rank waits
+    at a barrier (none tears its connections down while another still talks), then :func:`cleanup`.
+    Nothing to do for a single process or a group the caller started."""
+    global _started_here
+    if _started_here and dist.is_initialized():
+        dist.barrier()
+        cleanup()
+    _started_here = False
 
 
 _REMOVED = {
