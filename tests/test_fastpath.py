@@ -99,6 +99,22 @@ def test_fast_engines_match_eager_fp32(engine: str) -> None:
     assert engine in fast.description and "BN folded" in fast.description
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="weight packing is oneDNN's")
+def test_the_compiled_engine_freezes_and_packs_the_weights() -> None:
+    """``torch.compile(options={"freezing": True})`` left the weights as graph inputs (torch 2.13): no
+    pre-packed oneDNN convolutions, no conv + ReLU6 fusion. The compiled engine packs every conv."""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+    from torch._dynamo.utils import counters
+
+    net = _randomize(build_supernet(SearchSpace(tiny_config())))
+    counters.clear()
+    torch._dynamo.reset()
+    with inductor_config.patch(fx_graph_cache=False), functorch_config.patch(enable_autograd_cache=False):
+        optimize(net, engine="compiled", example=torch.randn(1, 1, 32, 32))
+    assert counters["inductor"]["mkldnn_conv_weight_pack_matcher_count"] > 0
+
+
 def test_reference_engine_is_the_model_itself() -> None:
     net = _randomize(build_supernet(SearchSpace(tiny_config())))
     fast = optimize(net, engine="reference")

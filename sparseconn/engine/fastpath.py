@@ -257,12 +257,31 @@ def _build(net: nn.Module, engine: str, device: str, stride: int, bf16: bool | N
     if engine == "compiled":
         # Freezing turns weights into constants: inductor folds them and pre-packs them for oneDNN.
         eager_parts = _keep_eager(model)
-        fn = torch.compile(model, options={"freezing": True})
+        fn = _Frozen(torch.compile(model))
         steps.append("torch.compile (frozen weights" + (f"; {', '.join(eager_parts)} eager)" if eager_parts else ")"))
     if cuda:
         fn = _CudaGraphed(fn)
         steps.append("CUDA graph per shape")
     return FastModel(fn, engine, device, stride, steps=steps, dtype=dtype, channels_last=True)
+
+
+class _Frozen:
+    """A ``torch.compile``d model called with inductor's weight freezing on.
+
+    Freezing turns the weights into constants, so inductor folds them, pre-packs them for oneDNN and fuses
+    each convolution with the activation after it. Passed as ``torch.compile(options={"freezing": True})``
+    it is silently not applied (torch 2.13: the weights stayed graph inputs, every ReLU6 ran as its own
+    kernel); the setting has to be in force while the first call compiles, and every later call that
+    recompiles, so it is patched in around each call."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.fn = fn
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(freezing=True):
+            return self.fn(x)
 
 
 def _keep_eager(model: nn.Module) -> list[str]:

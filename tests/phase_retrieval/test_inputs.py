@@ -114,3 +114,50 @@ def test_sideband_exports_to_onnx_and_matches_eager(tmp_path):
                           external_data=False, verbose=False)
     got = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
     assert np.abs(got - op(x).numpy()).max() < 1e-3
+
+
+def _fringes(h: int, w: int, carriers: list[tuple[float, float]], seed: int = 0) -> torch.Tensor:
+    """(B, 1, H, W) holograms, one per carrier, each with a smooth random phase and noise."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                            indexing="ij")
+    out = []
+    for fx, fy in carriers:
+        phase = 3.0 * torch.sin(xx / (0.3 * w) + torch.rand(1, generator=g).item() * 6) \
+            * torch.cos(yy / (0.4 * h) + torch.rand(1, generator=g).item() * 6)
+        fringe = 1 + 0.7 * torch.cos(2 * math.pi * (fx * xx + fy * yy) + phase)
+        out.append(fringe + 0.05 * torch.randn(h, w, generator=g, dtype=torch.float64))
+    return torch.stack(out)[:, None].float()
+
+
+@pytest.mark.parametrize("sign", ["+", "-"])
+def test_sideband_boxed_transforms_give_the_full_transforms_field(sign):
+    """On the CPU the layer transforms back only the window's box of the half spectrum (bins with fx < 0
+    from their mirrors); it gives the field of the full 2-D transforms: carriers off and near the axes,
+    one near fx = 0 whose window takes both halves, a batch of different carriers, odd sizes."""
+    op = build_input_op("sideband", 1, {"sign": sign})
+    x = _fringes(90, 124, [(0.21, 0.13), (0.02, 0.27), (0.3, 0.0), (0.17, -0.22)])[:, 0]
+    x, cx, cy, r_in, r_out = op._order(x)
+    assert float(cx.abs().min()) < float(r_out.max())  # one window crosses fx = 0: mirrored bins are read
+    boxed, full = op._boxed(x, cx, cy, r_in, r_out), op._full(x, cx, cy, r_in, r_out)
+    assert boxed.shape == full.shape == (4, 90, 124)
+    assert float((boxed - full).abs().max()) < 1e-5 * float(full.abs().max())
+
+
+def test_sideband_layer_is_the_same_eager_and_in_its_export_form(monkeypatch):
+    """The eager layer (boxed transforms, in-place output) and the form an exporter traces (full
+    transforms, stacked output) agree within float32 rounding; a window as wide as half the spectrum
+    (radius 0.9 on a small image) takes the full transforms in eager mode too."""
+    import sparseconn_tasks.phase_retrieval.inputs as inputs
+
+    for params, x in [({}, _fringes(128, 96, [(0.21, 0.13), (0.02, 0.27)], seed=1)),
+                      ({"radius": 0.9, "pad": 4}, _fringes(24, 24, [(0.3, 0.2)], seed=2))]:
+        op = build_input_op("sideband", 1, params)
+        with torch.no_grad():
+            eager, field = op(x), op.demodulate(x[:, 0])
+            monkeypatch.setattr(inputs, "_exporting", lambda: True)
+            exported, field_exported = op(x), op.demodulate(x[:, 0])
+            monkeypatch.undo()
+        assert eager.shape == exported.shape == (x.shape[0], 4, *x.shape[-2:])
+        assert float((eager - exported).abs().max()) < 1e-4
+        assert float((field - field_exported).abs().max()) < 1e-5 * float(field.abs().max())
