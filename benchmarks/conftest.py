@@ -61,6 +61,22 @@ def peak():
     return get
 
 
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Run each (device, size) group's benchmarks together: the demo child first, the classical pipeline
+    right after it, U-Net (minutes at 1024²) last. The ratios the summary prints are then taken between
+    timings seconds apart (this machine's speed drifts by ~20% within minutes)."""
+    rank = {CHILD: 0, CLASSICAL: 1, SUPERNET: 2, SPARSEMASK: 3, UNET: 4}
+
+    def key(item) -> tuple:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "size" not in params:
+            return (0,)  # not a latency benchmark: first, in collection order
+        return (1, params.get("device", "cpu"), params["size"], rank.get(params.get("name", CLASSICAL), 5))
+
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (*key(item), order[id(item)]))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if not RESULTS:
         return
