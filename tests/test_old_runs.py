@@ -37,7 +37,11 @@ def test_the_old_child_predicts_what_it_predicted(old: Path, tmp_path: Path) -> 
     out = next((tmp_path / "pred").iterdir())
     before, after = tifffile.imread(old / "pred_before.tif"), tifffile.imread(out)
     assert before.shape == after.shape == (64, 64)
-    np.testing.assert_allclose(after, before, atol=1e-5)
+    # Within the fast path's fp32 parity bound (1e-4 of the output's scale): since ee94c16 the sideband
+    # layer's eager transforms differ from the old ones by float32 rounding, which this child carries to
+    # 1.6e-5 on 13 of 4096 pixels (the rest within 1e-5).
+    np.testing.assert_allclose(after, before, atol=1e-4)
+    assert np.mean(np.abs(after - before) > 1e-5) < 0.01
 
 
 def test_the_old_checkpoints_load_as_models(old: Path) -> None:

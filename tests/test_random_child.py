@@ -162,6 +162,15 @@ def test_pipeline_trains_and_reports_the_random_children(run):
     assert "the searched child beats" in report and "of 2 random children." in report
 
 
+def test_a_random_child_evaluated_on_its_own_is_named_as_the_random_control(run, tmp_path):
+    """``evaluate RUN/baselines/random-child-seed-0`` names its row as the parent run's report does, not
+    with the task's name for a searched child."""
+    copy = Path(shutil.copytree(run / "baselines" / "random-child-seed-0", tmp_path / "seed0"))
+    ok("evaluate", copy, "--device", "cpu", "--no-latency")
+    rows = [r["model"] for r in json.loads((copy / "evaluation.json").read_text())["rows"]]
+    assert rows[0] == "random child (seed 0)" and "NAS-PRNet" not in rows
+
+
 def test_the_same_seed_draws_the_same_child_again(run):
     """The child drawn for the run again (as a second training of the entry would draw it) is the saved one."""
     cfg = load_run_config(run / "config.yaml")

@@ -46,10 +46,14 @@ class LoadedModel:
     checkpoint: dict[str, Any]
 
     def label(self, task: Task) -> str:
-        """Its row name in reports: a fixed model's own name, else the task's name for its kind."""
+        """Its row name in reports: a fixed model's own name, a random control's ``random child (seed N)``
+        (the name the parent run's report gives it by default), else the task's name for its kind."""
         if self.kind == "model":
             name = self.checkpoint.get("display_name")
             return name if isinstance(name, str) and name else str(self.checkpoint["model_config"]["name"])
+        draw = (self.checkpoint.get("architecture") or {}).get("random_draw") if self.kind == "child" else None
+        if isinstance(draw, dict) and isinstance(draw.get("seed"), int):
+            return f"random child (seed {draw['seed']})"
         return task.display_names.get(self.kind, self.kind)
 
 
