@@ -93,18 +93,26 @@ if sys.argv[2] == "fail":
 """
 
 
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("end", ["ok", "fail"])
-def test_the_process_group_is_destroyed_at_the_end_of_a_run(tmp_path, end):
+def _two_ranks(source: str, tmp_path: Path, *args: str) -> list[subprocess.Popen]:
+    """``source`` run as ranks 0 and 1 of a 2-process gloo group (the env:// variables set), each with the
+    path ``tmp_path/rank{N}.txt`` and ``args`` as arguments."""
     script = tmp_path / "run.py"
-    script.write_text(TEARDOWN_SCRIPT, encoding="utf-8")
+    script.write_text(source, encoding="utf-8")
     port = _free_port()
     procs = []
     for rank in range(2):
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
-               "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path / f"rank{rank}.txt"), end],
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path / f"rank{rank}.txt"), *args],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("end", ["ok", "fail"])
+def test_the_process_group_is_destroyed_at_the_end_of_a_run(tmp_path, end):
+    procs = _two_ranks(TEARDOWN_SCRIPT, tmp_path, end)
     for rank, proc in enumerate(procs):
         _, err = proc.communicate(timeout=150)
         assert proc.returncode == (0 if end == "ok" else 1), err[-2000:]
@@ -137,16 +145,7 @@ def test_a_finished_command_shuts_the_group_down_in_step_on_every_rank(tmp_path)
     """After a command ends normally, each rank waits for the others before its group goes (a rank that
     tears its gloo connections down while another still runs can abort it) and the group is gone before
     the interpreter finalises."""
-    script = tmp_path / "run.py"
-    script.write_text(FINISH_SCRIPT, encoding="utf-8")
-    port = _free_port()
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
-               "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path / f"rank{rank}.txt")],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    procs = _two_ranks(FINISH_SCRIPT, tmp_path)
     for proc in procs:
         _, err = proc.communicate(timeout=150)
         assert proc.returncode == 0, err[-2000:]

@@ -145,12 +145,14 @@ def test_sideband_boxed_transforms_give_the_full_transforms_field(sign):
 
 
 def test_sideband_layer_is_the_same_eager_and_in_its_export_form(monkeypatch):
-    """The eager layer (boxed transforms, in-place output) and the form an exporter traces (full
-    transforms, stacked output) agree within float32 rounding; a window as wide as half the spectrum
-    (radius 0.9 on a small image) takes the full transforms in eager mode too."""
+    """The eager layer (in-place output; boxed transforms for an image alone in its batch, batched full
+    transforms for a batch of small ones) and the form an exporter traces (full transforms, stacked output)
+    agree within float32 rounding; a window as wide as half the spectrum (radius 0.9 on a small image)
+    takes the full transforms in the boxed path too."""
     import sparseconn_tasks.phase_retrieval.inputs as inputs
 
-    for params, x in [({}, _fringes(128, 96, [(0.21, 0.13), (0.02, 0.27)], seed=1)),
+    for params, x in [({}, _fringes(128, 96, [(0.02, 0.27)], seed=1)),
+                      ({}, _fringes(128, 96, [(0.21, 0.13), (0.02, 0.27)], seed=1)),
                       ({"radius": 0.9, "pad": 4}, _fringes(24, 24, [(0.3, 0.2)], seed=2))]:
         op = build_input_op("sideband", 1, params)
         with torch.no_grad():
