@@ -117,14 +117,18 @@ def _window(d: torch.Tensor, r_in: torch.Tensor, r_out: torch.Tensor) -> torch.T
     return 0.5 - 0.5 * torch.cos(math.pi * win)
 
 
-@functools.lru_cache(maxsize=8)
-def _carrier_masks(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """For :meth:`SidebandInput.find_carrier` outside an export: the 2-D Hann window (H, W) and the bins of
-    the half spectrum (H, W // 2 + 1) searched for the carrier, made once per size."""
+def _carrier_search(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For :meth:`SidebandInput.find_carrier`: the 2-D Hann window (H, W), which keeps the borders' leakage
+    cross on the axes from being taken for the carrier, and the bins of the half spectrum (H, W // 2 + 1)
+    searched for it (the half plane of the ``+`` order, away from DC)."""
     win = _hann(h, device)[:, None] * _hann(w, device)[None, :]
     fx, fy = _rfreqs(w, device)[None, :], _freqs(h, device)[:, None]
     half = (fx > 0) | ((fx == 0) & (fy > 0))
     return win, half & _far_from_dc(_hypot(fx, fy), h, w)
+
+
+_carrier_search_cached = functools.lru_cache(maxsize=8)(_carrier_search)
+""":func:`_carrier_search` made once per size and device, outside an export (where sizes are symbols)."""
 
 
 @register_input_op("sideband")
@@ -182,13 +186,7 @@ class SidebandInput(InputOp):
         # complex spectrum (the ONNX exporter cannot read the shape of a complex tensor).
         fx = _rfreqs(w, x.device)[None, :]
         fy = _freqs(h, x.device)[:, None]
-        if _exporting():
-            # A Hann window keeps the borders' leakage cross on the axes from being taken for the carrier.
-            win = _hann(h, x.device)[:, None] * _hann(w, x.device)[None, :]
-            half = (fx > 0) | ((fx == 0) & (fy > 0))
-            keep = half & _far_from_dc(_hypot(fx, fy), h, w)  # (H, W // 2 + 1)
-        else:
-            win, keep = _carrier_masks(h, w, x.device)
+        win, keep = (_carrier_search if _exporting() else _carrier_search_cached)(h, w, x.device)
         spec = torch.fft.rfft2(_wide(x * win)).abs()  # (B, H, W // 2 + 1): a real image's spectrum is Hermitian
         spec = spec * keep
         idx = spec.flatten(1).argmax(dim=1)  # (B,)
