@@ -48,8 +48,8 @@ class DistInfo:
 def init_distributed(device: str) -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); a no-op otherwise.
 
-    A group started here is destroyed when the process exits, after a normal end, an error or Ctrl-C
-    alike; a group the caller started is left to the caller."""
+    A group started here is shut down by :func:`finish` when the command ends normally, and destroyed when
+    the process exits after an error or Ctrl-C; a group the caller started is left to the caller."""
     global _started_here
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
