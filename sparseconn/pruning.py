@@ -92,11 +92,14 @@ def derive(graph: nx.DiGraph, cfg: SpaceConfig, weights: dict[str, float], thres
 
 
 def reprune(arch: Architecture, threshold: float | None = None, redundancy: bool = False) -> Architecture:
-    """Prune an architecture again (with its own weights): a no-op at its own threshold."""
+    """Prune an architecture again (with its own weights): a no-op at its own threshold.
+
+    What the file records of its origin stays: all candidates' searched weights and, for a random
+    control, how it was drawn (``random_draw``), so a repruned random child is still reported as one."""
     t = arch.threshold if threshold is None else threshold
     out = derive(arch.graph(), arch.space, arch.weights(), t, redundancy)
     return out.model_copy(update={"candidates": arch.candidates, "removed_stages": arch.removed_stages
-                                  + out.removed_stages})
+                                  + out.removed_stages, "random_draw": arch.random_draw})
 
 
 __all__ = ["derive", "prune_graph", "reprune", "edge_key"]

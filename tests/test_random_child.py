@@ -26,6 +26,7 @@ from sparseconn.engine.config import load_run_config
 from sparseconn.engine.jobs import RunOptions
 from sparseconn.errors import ArchitectureError
 from sparseconn.graph import NodeInfo, candidate_edges, decoder_nodes, make_graph, split_key
+from sparseconn.pruning import reprune
 from sparseconn.sampling import SCHEME, connection_range, random_architecture
 from sparseconn.space import SearchSpace
 from tests.clitools import cli, ok, one_line_error
@@ -119,6 +120,8 @@ def test_a_searched_architecture_file_is_unchanged_and_a_random_one_round_trips(
     arch.save(tmp_path / "r.json")
     back = Architecture.load(tmp_path / "r.json")
     assert back == arch and back.random_draw.seed == 1
+    again = reprune(back)  # pruned again, it is still the same draw: no searched child in disguise
+    assert again.connections == arch.connections and again.random_draw == arch.random_draw
     searched = Architecture.load(ROOT / "tests" / "fixtures" / "run_36d2709" / "search" / "architecture.json")
     assert searched.random_draw is None and "random_draw" not in searched.model_dump(mode="json")
 

@@ -98,12 +98,12 @@ def search(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(), ckpt_pref
     refuse_model(cfg, "search")
     seed_everything(cfg.seed)
     task = make_task(cfg)
+    datasets = task.datasets(cfg.seed)  # before the network: bad data fails before any weights download
     space = SearchSpace(cfg.space)
     with first_build(opts):
         net = build_supernet(space)
     net.checkpointing = cfg.checkpointing
     reg_ctx = regularizer_context(space, cfg.search.cost_size)
-    datasets = task.datasets(cfg.seed)
     refuse_sync_bn(cfg.search, opts, "search")
     if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
         prepare_run_dir(out, cfg, opts.resume, opts.dist)
@@ -180,6 +180,7 @@ def train(cfg: RunConfig, arch: Architecture, out: Path, opts: RunOptions = RunO
     arch = starting_weights(cfg, arch)
     seed_everything(cfg.seed)
     task = make_task(cfg)
+    datasets = task.datasets(cfg.seed)  # before the network: bad data fails before any weights download
     inherit = None
     if cfg.train.inherit or inherit_from is not None:
         if inherit_from is None:
@@ -188,7 +189,6 @@ def train(cfg: RunConfig, arch: Architecture, out: Path, opts: RunOptions = RunO
     with first_build(opts):
         net = build_child(arch, inherit=inherit)
     net.checkpointing = cfg.checkpointing
-    datasets = task.datasets(cfg.seed)
     refuse_sync_bn(cfg.train, opts, "train")
     if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
         prepare_run_dir(out, cfg, opts.resume, opts.dist)
@@ -223,10 +223,10 @@ def train_model(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(),
                               "supernet: set train.inherit: false (--set train.inherit=false)")
     seed_everything(cfg.seed)
     task = make_task(cfg)
+    datasets = task.datasets(cfg.seed)  # before the network: bad data fails before any weights download
     with first_build(opts):
         net = build_model(cfg.model.name, cfg.model.params, cfg.space, task)
     arch = getattr(net, "architecture", None)
-    datasets = task.datasets(cfg.seed)
     refuse_sync_bn(cfg.train, opts, "train")
     if prepare:  # only once everything that bad input can break is built: a failed start leaves no folder
         prepare_run_dir(out, cfg, opts.resume, opts.dist)

@@ -187,9 +187,11 @@ class SidebandInput(InputOp):
         fx = _rfreqs(w, x.device)[None, :]
         fy = _freqs(h, x.device)[:, None]
         win, keep = (_carrier_search if _exporting() else _carrier_search_cached)(h, w, x.device)
-        spec = torch.fft.rfft2(_wide(x * win)).abs()  # (B, H, W // 2 + 1): a real image's spectrum is Hermitian
-        spec = spec * keep
-        idx = spec.flatten(1).argmax(dim=1)  # (B,)
+        spec = torch.fft.rfft2(_wide(x * win))  # (B, H, W // 2 + 1): a real image's spectrum is Hermitian
+        # The power's peak is the magnitude's: squares of the parts, without abs()'s hypot on the complex
+        # tensor (1.7 against 0.5 ms at 1024² on 2 CPU cores).
+        power = (spec.real.square() + spec.imag.square()) * keep
+        idx = power.flatten(1).argmax(dim=1)  # (B,)
         iy = idx // (w // 2 + 1)
         ix = idx - iy * (w // 2 + 1)  # idx % (W // 2 + 1), in the ops the ONNX exporter takes
         return fx[0, ix], fy[iy, 0]
@@ -313,9 +315,9 @@ class SidebandInput(InputOp):
         # Eager inference: each channel written into the (B, 4, H, W) output, no padded or stacked copies.
         b, h, w = re.shape
         out = torch.empty((b, 4, h, w), device=re.device)
-        mag = torch.hypot(re, im).clamp_min_(1e-12)
-        torch.div(re, mag, out=out[:, 0])
-        torch.div(im, mag, out=out[:, 1])
+        inv = (re * re + im * im).clamp_min_(1e-24).rsqrt_()  # 1 / |field| (hypot is twice as slow)
+        torch.mul(re, inv, out=out[:, 0])
+        torch.mul(im, inv, out=out[:, 1])
         torch.atan2(xi, xr, out=out[:, 2, :, :-1])
         torch.atan2(yi, yr, out=out[:, 3, :-1, :])
         out[:, 2, :, -1] = 0
