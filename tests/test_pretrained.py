@@ -17,6 +17,7 @@ from sparseconn.engine.config import load_run_config
 from sparseconn.engine.jobs import RunOptions, prune, search, train
 from sparseconn.engine.loading import load_model
 from sparseconn.errors import CheckpointError, SparseconnError
+from tests.clitools import cli, one_line_error
 from tests.toy_task import write_toy_config
 
 WIDTH = 0.35
@@ -208,15 +209,13 @@ def test_train_gives_the_child_the_run_configs_starting_weights(tmp_path) -> Non
 def test_a_missing_data_folder_fails_before_the_weights_download(command, tmp_path, torch_home, monkeypatch) -> None:
     """The data are checked before the network is built: a mistyped data root is a one-line error at once,
     not after fetching ImageNet weights (which may not be reachable either)."""
-    from tests.clitools import cli, one_line_error
-
     def no_download(*args, **kwargs) -> None:
         raise AssertionError("the weights were fetched before the data were checked")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
     root = tmp_path / "no_voc"
     config = Path(__file__).resolve().parents[1] / "tasks" / "segmentation_voc.yaml"
-    extra = ["--arch", Path(config).with_name("segmentation_voc_child.json")] if command == "train" else []
+    extra = ["--arch", config.with_name("segmentation_voc_child.json")] if command == "train" else []
     result = cli(command, config, *extra, "--out", tmp_path / "run", "--device", "cpu",
                  "--set", f"task.data.root={root}")
     one_line_error(result, root, "no such folder")
