@@ -29,6 +29,7 @@ class Result:
 
 
 RESULTS: list[Result] = []
+THROUGHPUT: list[tuple[str, float]] = []
 PEAKS: dict[tuple[str, str], float] = {}
 
 
@@ -78,9 +79,13 @@ def pytest_collection_modifyitems(session, config, items) -> None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    tr = terminalreporter
+    if THROUGHPUT:
+        tr.section("throughput (batch 1, medians of this run)")
+        for what, fps in THROUGHPUT:
+            tr.write_line(f"  {what:<50} {fps:>8.1f} frames/s")
     if not RESULTS:
         return
-    tr = terminalreporter
     tr.section("latency summary (medians of this run)")
     for (device, dtype), gflops in sorted(PEAKS.items()):
         tr.write_line(f"matmul peak {device} {dtype.replace('torch.', '')}: {gflops:.1f} GFLOP/s")
@@ -114,6 +119,11 @@ UNET = "U-Net"
 CLASSICAL = "FT + unwrap (classical)"
 SUPERNET = "super-PRNet"
 SPARSEMASK = "SparseMask child"
+
+
+def record_throughput(what: str, frames_per_s: float) -> None:
+    """Store a throughput benchmark's frames/s for the summary."""
+    THROUGHPUT.append((what, frames_per_s))
 
 
 def record(benchmark, device: str, size: int, model: str, engine: str, macs: int | None) -> None:

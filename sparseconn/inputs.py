@@ -31,8 +31,8 @@ class InputOp(nn.Module):
     """Base class of input ops: same spatial size out as in; no learnable parameters by convention."""
 
     compilable: bool = True
-    """False: the fast path's ``compiled`` engine runs this op eagerly (e.g. FFT layers that inductor
-    compiles into slower code than eager)."""
+    """False: the fast path's ``compiled`` engine runs this op eagerly on the CPU (e.g. FFT layers that
+    inductor compiles into slower code than eager there); on CUDA every op compiles."""
 
     @classmethod
     def channels(cls, in_channels: int, **params: Any) -> int:

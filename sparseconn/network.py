@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import networkx as nx
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -23,7 +22,15 @@ from sparseconn.errors import ArchitectureError
 from sparseconn.graph import candidate_edges, decoder_nodes, edge_key, nodes_of, split_key
 from sparseconn.heads import build_head
 from sparseconn.inputs import build_input_op
-from sparseconn.ops import EDGE_ORDERS, RESIZE_POLICIES, EdgeOpSpec, build_edge_op, build_fusion, build_stage_op
+from sparseconn.ops import (
+    EDGE_ORDERS,
+    RESIZE_POLICIES,
+    EdgeOpSpec,
+    build_edge_op,
+    build_fusion,
+    build_stage_op,
+    ground_pool,
+)
 from sparseconn.registry import import_modules
 
 if TYPE_CHECKING:
@@ -129,7 +136,7 @@ class GraphNet(nn.Module):
         feats = self.encoder(self.input_op(x), upto=self.upto)  # fine to coarse
         env = {n: feats[f] for n, f in self.node_feature.items()}
         for g, (f, size) in self.ground_source.items():
-            env[g] = F.adaptive_avg_pool2d(feats[f], size)  # (B, C, size, size)
+            env[g] = ground_pool(feats[f], size)  # (B, C, size, size)
         wvec = self.connections.vector() if self.connections is not None else None
         use_ckpt = self.checkpointing and self.training and torch.is_grad_enabled()
         for d in self.stage_order:

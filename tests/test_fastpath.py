@@ -194,3 +194,14 @@ def test_input_ops_that_do_not_compile_well_stay_eager_in_a_compiled_model() -> 
     net = build_supernet(SearchSpace(tiny_config(input={"name": "sideband"})))
     assert fastpath._keep_eager(net) == [SidebandInput.__name__] and SidebandInput.compilable is False
     assert fastpath._keep_eager(build_supernet(SearchSpace(tiny_config()))) == []
+
+
+def test_weights_cast_once_give_autocast_s_numbers_exactly() -> None:
+    net, _ = fold_batchnorm(_randomize(build_supernet(SearchSpace(tiny_config()))))
+    cast = fastpath.copy.deepcopy(net)
+    n = fastpath.cast_weights(cast, torch.bfloat16)
+    convs = [m for m in cast.modules() if isinstance(m, nn.Conv2d)]
+    assert n == len(convs) > 0 and all(m.weight.dtype == torch.bfloat16 for m in convs)
+    x = torch.randn(1, 1, 32, 32)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(cast(x), net(x))  # autocast casts exactly these tensors, the same way

@@ -98,3 +98,14 @@ def test_child_encoder_stops_early():
     w = {k: (1.0 if k in {"E1->D1", "E2->D1"} else 0.0) for k in space.candidates}
     child = build_child(derive(space.graph, cfg, w))
     assert build_supernet(space).upto == 2 and child.upto == 1
+
+
+@pytest.mark.parametrize(("h", "w", "size"), [(32, 32, 3), (17, 23, 4), (8, 8, 1)])
+def test_pooling_by_one_product_is_adaptive_average_pooling(h: int, w: int, size: int) -> None:
+    """The ground pool's CUDA form (overlapping bins when ``size`` does not divide the side)."""
+    from sparseconn.ops import pool_by_product
+
+    x = torch.randn(2, 40, h, w).contiguous(memory_format=torch.channels_last)
+    got = pool_by_product(x, size)
+    assert got.shape == (2, 40, size, size)
+    assert torch.allclose(got, torch.nn.functional.adaptive_avg_pool2d(x, size), atol=1e-6)

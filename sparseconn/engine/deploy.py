@@ -32,6 +32,7 @@ from sparseconn.engine.loading import load_model, make_task
 from sparseconn.engine.progress import CountProgress
 from sparseconn.errors import DataError, SparseconnError
 from sparseconn.fileio import atomic_path
+from sparseconn.ops import pool_weights
 from sparseconn.task import Task
 
 MB = 2**20
@@ -275,23 +276,13 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _pool_weights(n: int, out: int, like: torch.Tensor) -> torch.Tensor:
-    """(out, n): row i averages the bins [floor(i n / out), ceil((i + 1) n / out)) of adaptive average pooling."""
-    i = torch.arange(out, device=like.device)
-    start = torch.div(i * n, out, rounding_mode="floor")
-    end = torch.div((i + 1) * n + out - 1, out, rounding_mode="floor")
-    j = torch.arange(n, device=like.device)
-    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
-    return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
-
-
 def _adaptive_avg_pool2d(x: torch.Tensor, output_size: list[int]) -> torch.Tensor:
     """Adaptive average pooling as two products with bin-averaging matrices, for an export with free sizes:
     torch's own decomposition fixes the bins' longest length at the traced size (a 3x3 ground pool of a
     16-px feature map then averages the wrong pixels)."""
     oh, ow = output_size
-    rows = _pool_weights(x.shape[-2], oh, x)
-    cols = _pool_weights(x.shape[-1], ow, x)
+    rows = pool_weights(x.shape[-2], oh, x)
+    cols = pool_weights(x.shape[-1], ow, x)
     return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
 
 

@@ -163,3 +163,15 @@ def test_sideband_layer_is_the_same_eager_and_in_its_export_form(monkeypatch):
         assert eager.shape == exported.shape == (x.shape[0], 4, *x.shape[-2:])
         assert float((eager - exported).abs().max()) < 1e-4
         assert float((field - field_exported).abs().max()) < 1e-5 * float(field.abs().max())
+
+
+def test_sideband_layer_keeps_float32_under_bf16_autocast():
+    """A bf16 fast path runs the network under autocast; the layer's phase arithmetic (its piston is a
+    matrix product, which autocast would take to bf16) stays float32: the same output as without autocast."""
+    op = build_input_op("sideband", 1, {})
+    x = _fringes(64, 64, [(0.21, 0.13)], seed=3)
+    with torch.inference_mode():
+        plain = op(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            cast = op(x)
+    assert cast.dtype == torch.float32 and torch.equal(cast, plain)

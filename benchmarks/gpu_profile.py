@@ -1,0 +1,92 @@
+"""Where a CUDA frame's time goes: kernel tables of the demo child's fast paths at 1024², batch 1.
+
+``python -m benchmarks.gpu_profile [OUT_DIR]`` (run by ``benchmarks/gpu_check.sh``). For each engine
+(``eager``, ``compiled``) it prints the replayed CUDA graph's time per frame and, from a profile of the
+same model run outside the graph, the kernels per frame, their summed time and the 15 costliest. Also
+times the ground node's pooling of a channels-last feature by PyTorch's channels-last kernel and by an
+NCHW copy (:func:`sparseconn.network.ground_pool`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from benchmarks.conftest import CHILD
+from benchmarks.test_bench_latency import fast_model, hologram
+
+
+def _per_call_ms(fn, arg, n: int = 200) -> float:
+    for _ in range(10):
+        fn(arg)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(n):
+        fn(arg)
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / n
+
+
+def kernel_table(engine: str, x: torch.Tensor, frames: int = 10) -> dict:
+    fast = fast_model(CHILD, engine, "cuda", x.shape[-1])
+    graph_ms = _per_call_ms(fast, x)
+    inner = fast.fn.fn  # the model inside the CUDA-graph wrapper
+
+    def once(t: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast("cuda", dtype=fast.dtype, enabled=fast.dtype is not None):
+            return inner(t.contiguous(memory_format=torch.channels_last))
+
+    for _ in range(3):
+        once(x)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(frames):
+            once(x)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy_ms = sum(e.device_time_total for e in kernels) / 1e3 / frames
+    totals: dict[str, list[float]] = {}
+    for e in kernels:
+        t = totals.setdefault(e.name, [0.0, 0])
+        t[0] += e.device_time_total / 1e3 / frames
+        t[1] += 1 / frames
+    top = sorted(totals.items(), key=lambda kv: -kv[1][0])[:15]
+    print(f"\n{engine}: CUDA graph {graph_ms:.3f} ms/frame ({1e3 / graph_ms:.0f} frames/s); outside the graph "
+          f"{len(kernels) / frames:.0f} kernels/frame, {busy_ms:.3f} ms of kernel time ({fast.description})")
+    for name, (ms, count) in top:
+        print(f"  {ms * 1e3:8.1f} us  x{count:5.1f}  {name[:110]}")
+    return {"engine": engine, "graph_ms": graph_ms, "kernels_per_frame": len(kernels) / frames,
+            "kernel_ms_per_frame": busy_ms, "top": [[n, ms, c] for n, (ms, c) in top], "path": fast.description}
+
+
+def ground_pool_check() -> dict:
+    x = torch.randn(1, 1280, 32, 32, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    nhwc = _per_call_ms(lambda t: F.adaptive_avg_pool2d(t, 3), x)
+    nchw = _per_call_ms(lambda t: F.adaptive_avg_pool2d(t.contiguous(), 3), x)
+    print(f"\nground pool 1280x32x32 -> 3x3 bf16: channels-last kernel {nhwc * 1e3:.1f} us, NCHW copy + kernel "
+          f"{nchw * 1e3:.1f} us")
+    return {"channels_last_us": nhwc * 1e3, "nchw_copy_us": nchw * 1e3}
+
+
+def main(out: Path | None) -> None:
+    print(torch.cuda.get_device_name(), torch.__version__)
+    x = torch.from_numpy(hologram(1024))[None, None].cuda()
+    result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "ground_pool": ground_pool_check()}
+    for engine in ("eager", "compiled"):
+        try:
+            result[engine] = kernel_table(engine, x)
+        except Exception as exc:  # one engine failing leaves the other's table
+            print(f"{engine}: failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    if out is not None:
+        (out / "gpu_profile.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else None)
