@@ -42,6 +42,7 @@ from sparseconn.network import build_child, build_supernet
 from sparseconn.pruning import derive
 from sparseconn.regularizers import RegContext
 from sparseconn.space import SearchSpace
+from sparseconn.task import Task
 
 
 @dataclass
@@ -91,14 +92,21 @@ def refuse_sync_bn(section_cfg: Any, opts: RunOptions, section: str) -> None:
         use_sync_bn(True, opts.dist, opts.device, section)
 
 
+def seeded_task_and_data(cfg: RunConfig) -> tuple[Task, Any]:
+    """Seed the run, then build its task and datasets: before any network, so that a missing or bad data
+    folder fails before a weights download (the datasets draw from no global RNG, so seeds give the same
+    runs)."""
+    seed_everything(cfg.seed)
+    task = make_task(cfg)
+    return task, task.datasets(cfg.seed)
+
+
 def search(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(), ckpt_prefix: str = "",
            prepare: bool = True) -> dict[str, Any]:
     """Train the supernet with Eq. (2): the task loss plus the connection regularizers. Writes
     ``{ckpt_prefix}summary.json`` and returns the summary."""
     refuse_model(cfg, "search")
-    seed_everything(cfg.seed)
-    task = make_task(cfg)
-    datasets = task.datasets(cfg.seed)  # before the network: bad data fails before any weights download
+    task, datasets = seeded_task_and_data(cfg)
     space = SearchSpace(cfg.space)
     with first_build(opts):
         net = build_supernet(space)
@@ -178,9 +186,7 @@ def train(cfg: RunConfig, arch: Architecture, out: Path, opts: RunOptions = RunO
     ``train_summary.json`` and returns the summary."""
     refuse_model(cfg, "retraining a searched child (--arch)")
     arch = starting_weights(cfg, arch)
-    seed_everything(cfg.seed)
-    task = make_task(cfg)
-    datasets = task.datasets(cfg.seed)  # before the network: bad data fails before any weights download
+    task, datasets = seeded_task_and_data(cfg)
     inherit = None
     if cfg.train.inherit or inherit_from is not None:
         if inherit_from is None:
@@ -221,9 +227,7 @@ def train_model(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(),
     if cfg.train.inherit:
         raise SparseconnError(f"train.inherit is set, but model {cfg.model.name!r} is fixed, not pruned from a "
                               "supernet: set train.inherit: false (--set train.inherit=false)")
-    seed_everything(cfg.seed)
-    task = make_task(cfg)
-    datasets = task.datasets(cfg.seed)  # before the network: bad data fails before any weights download
+    task, datasets = seeded_task_and_data(cfg)
     with first_build(opts):
         net = build_model(cfg.model.name, cfg.model.params, cfg.space, task)
     arch = getattr(net, "architecture", None)
