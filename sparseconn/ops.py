@@ -109,9 +109,9 @@ def ground_pool(x: torch.Tensor, size: int) -> torch.Tensor:
     """Adaptive average pooling of a feature (B, C, H, W) to (B, C, size, size), the ground node's input.
 
     A channels-last feature on CUDA is pooled by :func:`pool_by_product`: PyTorch's channels-last kernel
-    sums each window on one thread, 0.28-0.30 ms for 1280x32x32 -> 3x3 in bf16 on an H200 (a sixth of the
-    demo child's compiled frame), and inductor kept that kernel even after an NCHW copy (which alone, run
-    eagerly, took 30 us with the NCHW kernel)."""
+    took 0.28-0.30 ms for 1280x32x32 -> 3x3 in bf16 on an H200 (a sixth of the demo child's compiled
+    frame), and inductor kept that kernel even after an NCHW copy (which, run eagerly, took 30 us with the
+    NCHW kernel)."""
     if x.is_cuda and x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         return pool_by_product(x, size)
     return F.adaptive_avg_pool2d(x, size)
