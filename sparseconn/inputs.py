@@ -34,6 +34,15 @@ class InputOp(nn.Module):
     """False: the fast path's ``compiled`` engine runs this op eagerly on the CPU (e.g. FFT layers that
     inductor compiles into slower code than eager there); on CUDA every op compiles."""
 
+    def compile_parts(self) -> str | None:
+        """For an op that is not :attr:`compilable`: compile the parts of it that do pay, for inference.
+
+        The fast path's ``compiled`` engine calls this on its own copy of the model, on the CPU, before the
+        first call. Return a few words for the engine's description, or None (the default: nothing is
+        compiled). The op must still give the same output, within float32 rounding (the engine checks).
+        """
+        return None
+
     @classmethod
     def channels(cls, in_channels: int, **params: Any) -> int:
         """Channels of the op's output for ``in_channels`` raw channels (default: unchanged)."""

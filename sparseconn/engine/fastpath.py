@@ -259,7 +259,7 @@ def _build(net: nn.Module, engine: str, device: str, stride: int, bf16: bool | N
         # On CUDA the input ops compile too (their real arithmetic fuses; the FFTs stay cuFFT calls).
         eager_parts = [] if cuda else _keep_eager(model)
         fn = _Frozen(torch.compile(model))
-        steps.append("torch.compile (frozen weights" + (f"; {', '.join(eager_parts)} eager)" if eager_parts else ")"))
+        steps.append("torch.compile (frozen weights" + (f"; {'; '.join(eager_parts)})" if eager_parts else ")"))
     if cuda:
         fn = _CudaGraphed(fn)
         steps.append("CUDA graph per shape")
@@ -306,13 +306,16 @@ class _Frozen:
 
 def _keep_eager(model: nn.Module) -> list[str]:
     """Mark the submodules that declare ``compilable = False`` (input ops) to run eagerly inside a model
-    compiled for the CPU; their class names."""
-    names = []
+    compiled for the CPU, and let each compile the parts of it that pay (``compile_parts``); a few words
+    on each ("SidebandInput eager, its plane arithmetic compiled")."""
+    notes = []
     for module in model.modules():
         if module is not model and getattr(type(module), "compilable", True) is False:
             module.forward = torch.compiler.disable(module.forward)
-            names.append(type(module).__name__)
-    return names
+            compile_parts = getattr(module, "compile_parts", None)
+            compiled = compile_parts() if compile_parts is not None else None
+            notes.append(f"{type(module).__name__} eager" + (f", {compiled}" if compiled else ""))
+    return notes
 
 
 def _scale(y: torch.Tensor) -> float:
