@@ -10,6 +10,8 @@ inference time). The contract::
         def channels(cls, in_channels: int, **params) -> int: ...   # the encoder's input channels
         def __init__(self, in_channels: int, **params): ...
         def forward(self, x): ...                                   # (B, C_in, H, W) -> (B, C_out, H, W)
+        compilable = False          # optional: the CPU fast path's torch.compile leaves the op eager ...
+        def compile_parts(self): ...  # ... and lets it compile what of it pays (see InputOp)
 
 ``channels`` is a classmethod so a search space can size its encoder before any module exists (as
 :meth:`sparseconn.encoders.Encoder.feature_info` does). Tasks register their own input ops (the phase
