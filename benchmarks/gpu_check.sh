@@ -20,5 +20,6 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 $PY -m pytest -q benchmarks/test_bench_latency.py -o addopts='' --benchmark-only -p no:cacheprovider \
   -k "cuda and ($SELECT)" --benchmark-columns=min,median,max,rounds --benchmark-json="$OUT/bench_latency.json" \
   2>&1 | tail -40 | tee "$OUT/bench.txt"
-$PY -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 | tail -5 | tee "$OUT/gpu_tests.txt"
+$PY -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider > "$OUT/gpu_tests.txt" 2>&1
+tail -5 "$OUT/gpu_tests.txt"
 $PY -m benchmarks.gpu_profile "$OUT" 2>&1 | grep -v "Warning\|warn" | tee "$OUT/gpu_profile.txt"

@@ -2,9 +2,10 @@
 
 ``python -m benchmarks.gpu_profile [OUT_DIR]`` (run by ``benchmarks/gpu_check.sh``). For each engine
 (``eager``, ``compiled``) it prints the replayed CUDA graph's time per frame and, from a profile of the
-same model run outside the graph, the kernels per frame, their summed time and the 15 costliest. Also
+same model run outside the graph, the kernels per frame, their summed time, that time by kind (convolution,
+inductor's fused kernels, elementwise and copies, FFT, ...) and the 30 costliest. Also
 times the ground node's pooling of a channels-last feature by PyTorch's channels-last kernel and by an
-NCHW copy (:func:`sparseconn.network.ground_pool`).
+NCHW copy and as one matrix product (:func:`sparseconn.ops.ground_pool`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.conftest import CHILD
 from benchmarks.test_bench_latency import fast_model, hologram
+from sparseconn.ops import pool_by_product
 
 
 def _per_call_ms(fn, arg, n: int = 200) -> float:
@@ -57,22 +59,43 @@ def kernel_table(engine: str, x: torch.Tensor, frames: int = 10) -> dict:
         t = totals.setdefault(e.name, [0.0, 0])
         t[0] += e.device_time_total / 1e3 / frames
         t[1] += 1 / frames
-    top = sorted(totals.items(), key=lambda kv: -kv[1][0])[:15]
+    top = sorted(totals.items(), key=lambda kv: -kv[1][0])[:30]
+    kinds = _by_kind(totals)
     print(f"\n{engine}: CUDA graph {graph_ms:.3f} ms/frame ({1e3 / graph_ms:.0f} frames/s); outside the graph "
           f"{len(kernels) / frames:.0f} kernels/frame, {busy_ms:.3f} ms of kernel time ({fast.description})")
+    print("  by kind: " + ", ".join(f"{k} {ms * 1e3:.0f} us ({n:.0f})" for k, (ms, n) in kinds.items()))
     for name, (ms, count) in top:
         print(f"  {ms * 1e3:8.1f} us  x{count:5.1f}  {name[:110]}")
     return {"engine": engine, "graph_ms": graph_ms, "kernels_per_frame": len(kernels) / frames,
-            "kernel_ms_per_frame": busy_ms, "top": [[n, ms, c] for n, (ms, c) in top], "path": fast.description}
+            "kernel_ms_per_frame": busy_ms, "top": [[n, ms, c] for n, (ms, c) in top],
+            "by_kind": kinds, "path": fast.description}
+
+
+KINDS = (("inductor", ("triton_",)), ("convolution", ("conv", "fprop", "xmma", "cutlass", "cudnn", "implicit_gemm")),
+         ("fft", ("fft",)), ("matmul", ("gemm", "gemv", "cublas")), ("reduction", ("reduce", "pool")),
+         ("resize", ("upsample",)), ("copy", ("copy",)), ("elementwise", ("elementwise",)))
+
+
+def _by_kind(totals: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
+    """Kernel time (ms) and kernels per frame by kind, from the kernels' names; costliest first."""
+    kinds: dict[str, list[float]] = {}
+    for name, (ms, count) in totals.items():
+        low = name.lower()
+        kind = next((k for k, keys in KINDS if any(key in low for key in keys)), "other")
+        t = kinds.setdefault(kind, [0.0, 0.0])
+        t[0] += ms
+        t[1] += count
+    return {k: (ms, n) for k, (ms, n) in sorted(kinds.items(), key=lambda kv: -kv[1][0])}
 
 
 def ground_pool_check() -> dict:
     x = torch.randn(1, 1280, 32, 32, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
     nhwc = _per_call_ms(lambda t: F.adaptive_avg_pool2d(t, 3), x)
     nchw = _per_call_ms(lambda t: F.adaptive_avg_pool2d(t.contiguous(), 3), x)
+    product = _per_call_ms(lambda t: pool_by_product(t, 3), x)
     print(f"\nground pool 1280x32x32 -> 3x3 bf16: channels-last kernel {nhwc * 1e3:.1f} us, NCHW copy + kernel "
-          f"{nchw * 1e3:.1f} us")
-    return {"channels_last_us": nhwc * 1e3, "nchw_copy_us": nchw * 1e3}
+          f"{nchw * 1e3:.1f} us, one matrix product (ops.pool_by_product) {product * 1e3:.1f} us")
+    return {"channels_last_us": nhwc * 1e3, "nchw_copy_us": nchw * 1e3, "product_us": product * 1e3}
 
 
 def main(out: Path | None) -> None:

@@ -5,6 +5,7 @@ correctly, ONNX and TorchScript run at sizes they were not traced at, and bad op
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -90,16 +91,14 @@ class Watch:
 
         def recording_optimize(*args, **kwargs):
             fast = optimize(*args, **kwargs)
-            watch = self
+            inner = fast.fn
 
-            class Recorded:
-                stride, description = fast.stride, fast.description
+            def recorded(x):
+                self.batches.append(x.shape[0])
+                return inner(x)
 
-                def __call__(self, x):
-                    watch.batches.append(x.shape[0])
-                    return fast(x)
-
-            return Recorded()
+            fast.fn = recorded
+            return fast
 
         monkeypatch.setattr(toy, "read_input", read_input)
         monkeypatch.setattr(toy, "write_output", write_output)
@@ -132,6 +131,38 @@ def test_infer_batches_consecutive_frames_of_one_size(run, tmp_path, monkeypatch
         np.testing.assert_allclose(got, expected(run, f), rtol=1e-5, atol=1e-6)
 
 
+class Delayed(fastpath.InFlight):
+    """:class:`fastpath.InFlight` as CUDA runs it, on the CPU: each output comes back ``in_flight`` puts later."""
+
+    def __init__(self, fast, in_flight=1):
+        super().__init__(fast, in_flight)
+        self.k, self.held, self.most = in_flight, deque(), 0
+
+    def put(self, x):
+        self.held.append(self.fast(x))
+        self.most = max(self.most, len(self.held))
+        return self.held.popleft() if len(self.held) > self.k else None
+
+    def drain(self):
+        while self.held:
+            yield self.held.popleft()
+
+
+@pytest.mark.parametrize("in_flight", [2, 3])
+def test_infer_with_batches_in_flight_writes_every_file_in_order(run, tmp_path, monkeypatch, in_flight):
+    """Outputs that come back late (as with several CUDA streams) still reach the right files: frames of
+    mixed sizes in several files, batches cut by size, end marks between them."""
+    pipes = []
+    monkeypatch.setattr(fastpath, "InFlight", lambda fast, k: pipes.append(Delayed(fast, k)) or pipes[-1])
+    files = write_frames(tmp_path / "in", [(64, 64), (64, 64), (37, 45), (64, 64), (50, 30), (50, 30), (64, 64)])
+    written = deploy.infer(run, [tmp_path / "in"], tmp_path / "out", batch_size=2, engine="reference",
+                           in_flight=in_flight)
+    assert [p.name for p in written] == [f.name for f in files]
+    assert len(pipes) == 1 and pipes[0].most == in_flight + 1  # the pipe did hold outputs back
+    for f in files:
+        np.testing.assert_allclose(np.load(tmp_path / "out" / f.name), expected(run, f), rtol=1e-5, atol=1e-6)
+
+
 def test_infer_cli_prints_the_engine_once_and_matches_predict(run, tmp_path):
     files = write_frames(tmp_path / "in", [(37, 45), (37, 45), (50, 30)])
     result = ok("infer", run, tmp_path / "in", "--out", tmp_path / "out", "--device", "cpu", "--engine", "eager",
@@ -155,6 +186,7 @@ def test_a_frame_larger_than_the_cap_is_one_line_before_any_work(run, tmp_path):
     ("--engine", "fast"), ("--engine", "EAGER"),
     ("--max-memory", "0"), ("--max-memory", "-5"), ("--max-memory", "lots"), ("--max-memory", "nan"),
     ("--max-memory", "inf"), ("--batch-size", "0"), ("--batch-size", "two"), ("--batch-size", "1.5"),
+    ("--in-flight", "0"), ("--in-flight", "many"), ("--in-flight", "1.5"),
 ])
 def test_bad_infer_options_are_one_line(run, tmp_path, option, value):
     write_frames(tmp_path / "in", [(32, 32)])

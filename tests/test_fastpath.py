@@ -124,6 +124,19 @@ def test_reference_engine_is_the_model_itself() -> None:
     assert fast.parity is None and fast.description.startswith("reference")
 
 
+def test_map_gives_each_batch_s_output_in_order_and_refuses_a_bad_in_flight() -> None:
+    net = _randomize(build_supernet(SearchSpace(tiny_config())))
+    fast = optimize(net, engine="eager")
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(b, 1, 32, 32, generator=g) for b in (1, 2, 1)]
+    outs = list(fast.map(iter(batches), in_flight=3))  # on the CPU: one after another
+    assert len(outs) == 3 and all(torch.equal(o, fast(x)) for o, x in zip(outs, batches, strict=True))
+    assert not torch.equal(outs[0], outs[2])  # distinct inputs: the order is seen
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(SparseconnError, match=rf"in_flight must be a whole number of batches >= 1, got {bad!r}"):
+            list(fast.map(batches, in_flight=bad))
+
+
 def test_unknown_engine_is_one_line_error() -> None:
     net = build_supernet(SearchSpace(tiny_config()))
     with pytest.raises(SparseconnError, match=r"engine must be one of .*got 'tensorrt'"):
