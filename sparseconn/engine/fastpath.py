@@ -211,7 +211,7 @@ class FastModel:
     """Why ``auto`` fell back to the reference path, if it did."""
 
     lanes: dict[int, list[tuple[torch.cuda.Stream, Callable[[torch.Tensor], torch.Tensor]]]] = field(
-        default_factory=dict, repr=False, compare=False)
+        default_factory=dict, init=False, repr=False, compare=False)
     """CUDA streams and their callables for :meth:`map`, per number in flight (made on first use)."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
