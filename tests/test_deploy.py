@@ -163,6 +163,20 @@ def test_infer_with_batches_in_flight_writes_every_file_in_order(run, tmp_path, 
         np.testing.assert_allclose(np.load(tmp_path / "out" / f.name), expected(run, f), rtol=1e-5, atol=1e-6)
 
 
+def test_the_python_api_infers_with_the_cli_s_options(run, tmp_path):
+    import sparseconn as sc
+
+    files = write_frames(tmp_path / "in", [(64, 64)] * 3)
+    written = sc.infer(run, tmp_path / "in", tmp_path / "out", device="cpu", engine="reference", batch_size=2,
+                       max_memory=1.5 * FRAME_BYTES / deploy.MB, in_flight=2)  # on the CPU: one at a time
+    assert [p.name for p in written] == [f.name for f in files]
+    for f in files:
+        np.testing.assert_allclose(np.load(tmp_path / "out" / f.name), expected(run, f), rtol=1e-5, atol=1e-6)
+    with pytest.raises(deploy.SparseconnError, match=r"--in-flight must be .*got '0'"):
+        sc.infer(run, tmp_path / "in", tmp_path / "out2", device="cpu", in_flight=0)
+    assert not (tmp_path / "out2").exists()
+
+
 def test_infer_cli_prints_the_engine_once_and_matches_predict(run, tmp_path):
     files = write_frames(tmp_path / "in", [(37, 45), (37, 45), (50, 30)])
     result = ok("infer", run, tmp_path / "in", "--out", tmp_path / "out", "--device", "cpu", "--engine", "eager",
