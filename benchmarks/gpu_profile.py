@@ -72,7 +72,7 @@ def kernel_table(engine: str, x: torch.Tensor, frames: int = 10) -> dict:
 
 
 KINDS = (("inductor", ("triton_",)), ("convolution", ("conv", "fprop", "xmma", "cutlass", "cudnn", "implicit_gemm")),
-         ("fft", ("fft",)), ("matmul", ("gemm", "gemv", "cublas")), ("reduction", ("reduce", "pool")),
+         ("fft", ("fft",)), ("matmul", ("gemm", "gemv", "cublas", "nvjet")), ("reduction", ("reduce", "pool")),
          ("resize", ("upsample",)), ("copy", ("copy",)), ("elementwise", ("elementwise",)))
 
 
