@@ -1,4 +1,5 @@
-"""CUDA paths: a search + retraining step under AMP, bf16 inference, CUDA checkpoints read on the CPU.
+"""CUDA paths: a search + retraining step under AMP, bf16 inference, CUDA checkpoints read on the CPU, the
+fast path's graphs and batches in flight (``FastModel.map``, ``infer --in-flight``).
 
 Deselected by default (marker ``gpu``); run with ``pytest -m gpu`` on a machine with a CUDA device.
 """
@@ -8,14 +9,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 import torch
 from typer.testing import CliRunner
 
 from sparseconn.cli import app
 from sparseconn.config import load_space_config
 from sparseconn.engine.inference import predict
-from sparseconn.engine.loading import load_model
+from sparseconn.engine.loading import load_model, make_task
 from sparseconn.network import build_supernet
 from sparseconn.space import SearchSpace
 
@@ -40,11 +43,6 @@ def test_pipeline_on_cuda_with_amp(tmp_path: Path) -> None:
     assert next(lm.net.parameters()).device.type == "cpu"
     # infer on CUDA with three batches in flight (one frame each, two sizes, a 3-page stack): the same
     # phase maps as one at a time
-    import numpy as np
-    import tifffile
-
-    from sparseconn.engine.loading import make_task
-
     task = make_task(lm.cfg)
     frames = [np.clip(task.example_input(size, seed=i)[0], 0, 1).astype(np.float32)
               for i, size in enumerate([(96, 128)] * 4 + [(70, 90)] * 3)]
