@@ -180,7 +180,7 @@ def test_the_python_api_infers_with_the_cli_s_options(run, tmp_path):
 def test_infer_cli_prints_the_engine_once_and_matches_predict(run, tmp_path):
     files = write_frames(tmp_path / "in", [(37, 45), (37, 45), (50, 30)])
     result = ok("infer", run, tmp_path / "in", "--out", tmp_path / "out", "--device", "cpu", "--engine", "eager",
-                "--batch-size", "2", "--max-memory", "64", "--quiet")
+                "--batch-size", "2", "--max-memory", "64", "--precision", "fp32", "--quiet")
     lines = result.output.splitlines()
     assert [line.split(" (")[0] for line in lines if line.startswith("engine:")] == ["engine: eager"]
     assert lines[-1] == f"wrote 3 file(s) to {tmp_path / 'out'}"
@@ -200,7 +200,7 @@ def test_a_frame_larger_than_the_cap_is_one_line_before_any_work(run, tmp_path):
     ("--engine", "fast"), ("--engine", "EAGER"),
     ("--max-memory", "0"), ("--max-memory", "-5"), ("--max-memory", "lots"), ("--max-memory", "nan"),
     ("--max-memory", "inf"), ("--batch-size", "0"), ("--batch-size", "two"), ("--batch-size", "1.5"),
-    ("--in-flight", "0"), ("--in-flight", "many"), ("--in-flight", "1.5"),
+    ("--in-flight", "0"), ("--in-flight", "many"), ("--in-flight", "1.5"), ("--precision", "fp16"),
 ])
 def test_bad_infer_options_are_one_line(run, tmp_path, option, value):
     write_frames(tmp_path / "in", [(32, 32)])
@@ -209,6 +209,24 @@ def test_bad_infer_options_are_one_line(run, tmp_path, option, value):
     if option == "--engine":
         assert "auto, reference, eager, compiled, onnxruntime" in message
     assert not (tmp_path / "out").exists()
+
+
+def test_infer_precision_bf16_runs_where_native_and_is_one_line_elsewhere(run, tmp_path, monkeypatch):
+    from sparseconn.engine import fastpath
+
+    files = write_frames(tmp_path / "in", [(37, 45)])
+    monkeypatch.setattr(fastpath, "cpu_has_fast_bf16", lambda: False)
+    one_line_error("infer", run, tmp_path / "in", "--out", tmp_path / "out", "--device", "cpu", "--precision", "bf16",
+                   names=("--precision bf16", "cpu has no native bf16"))
+    monkeypatch.setattr(fastpath, "cpu_has_fast_bf16", lambda: True)  # (runs on any CPU, only slowly)
+    one_line_error("infer", run, tmp_path / "in", "--out", tmp_path / "out", "--device", "cpu", "--precision", "bf16",
+                   "--engine", "reference", names=("--precision bf16", "'reference' runs in fp32 only"))
+    assert not (tmp_path / "out").exists()
+    result = ok("infer", run, tmp_path / "in", "--out", tmp_path / "out", "--device", "cpu", "--engine", "eager",
+                "--precision", "bf16", "--quiet")
+    assert "bf16" in result.output.splitlines()[0]
+    got, want = np.load(tmp_path / "out" / files[0].name), expected(run, files[0])
+    assert np.abs(got - want).max() <= fastpath.BF16_TOL * max(1.0, np.abs(want).max())
 
 
 def test_every_input_is_checked_before_any_work(run, tmp_path):

@@ -85,7 +85,7 @@ def test_fold_batchnorm_only_folds_a_bn_that_follows_its_conv() -> None:
 def test_fast_engines_match_eager_fp32(engine: str) -> None:
     net = _randomize(build_supernet(SearchSpace(tiny_config())))
     x = torch.randn(2, 1, 32, 32)
-    fast = optimize(net, engine=engine, example=x)
+    fast = optimize(net, engine=engine, example=x, bf16=False)  # fp32 also where the CPU has native bf16
     assert fast.engine == engine and fast.fallback is None
     assert fast.parity is not None and fast.parity <= FP32_TOL
     with torch.no_grad():
@@ -154,11 +154,11 @@ def test_auto_compiles_only_when_frames_repay_it() -> None:
 def test_a_path_that_fails_its_check_falls_back_under_auto_and_fails_when_named(monkeypatch) -> None:
     net = _randomize(build_supernet(SearchSpace(tiny_config())))
     x = torch.randn(1, 1, 32, 32)
-    monkeypatch.setattr(fastpath, "FP32_TOL", -1.0)  # nothing passes
-    auto = optimize(net, engine="auto", example=x)
+    monkeypatch.setattr(fastpath, "FP32_TOL", -1.0)  # nothing passes (fp32 also where the CPU has native bf16)
+    auto = optimize(net, engine="auto", example=x, bf16=False)
     assert auto.engine == "reference" and "eager failed" in auto.fallback and "differs from eager fp32" in auto.fallback
     with pytest.raises(SparseconnError, match="engine 'eager' differs from eager fp32"):
-        optimize(net, engine="eager", example=x)
+        optimize(net, engine="eager", example=x, bf16=False)
 
 
 def test_bf16_is_used_only_where_the_hardware_has_it() -> None:
@@ -171,6 +171,23 @@ def test_bf16_is_used_only_where_the_hardware_has_it() -> None:
         assert optimize(net, engine="eager", example=x).dtype is None  # no bf16 by default here
         with pytest.raises(SparseconnError, match="no native bf16"):
             optimize(net, engine="eager", example=x, bf16=True)
+        with pytest.raises(SparseconnError, match="no native bf16"):  # auto does not fall back silently
+            optimize(net, engine="auto", example=x, bf16=True)
+
+
+def test_bf16_on_a_cpu_that_has_it_and_precision_s_one_line_errors(monkeypatch) -> None:
+    net = _randomize(build_supernet(SearchSpace(tiny_config())))
+    x = torch.randn(1, 1, 32, 32)
+    monkeypatch.setattr(fastpath, "cpu_has_fast_bf16", lambda: True)  # bf16 runs on any CPU, only slowly
+    fast = optimize(net, engine="eager", example=x)
+    assert fast.dtype == torch.bfloat16 and "bf16" in fast.description
+    assert fast.parity <= fastpath.BF16_TOL * max(1.0, float(net(x).abs().max()))
+    assert optimize(net, engine="eager", example=x, bf16=False).dtype is None
+    with pytest.raises(SparseconnError, match="engine 'reference' runs in fp32 only"):
+        optimize(net, engine="reference", example=x, bf16=True)
+    assert [fastpath.parse_precision(p) for p in fastpath.PRECISIONS] == [None, False, True]
+    with pytest.raises(SparseconnError, match="--precision must be one of auto, fp32, bf16, got 'fp16'"):
+        fastpath.parse_precision("fp16", "--precision")
 
 
 def test_cpu_allocator_tuning_is_idempotent() -> None:

@@ -27,15 +27,20 @@ def infer_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoint
               in_flight: str = typer.Option("auto", "--in-flight", metavar="N",
                                             help="Batches running at once on CUDA, each on a stream of its own "
                                                  "(auto: 4 on CUDA, 1 on the CPU)."),
+              precision: str = typer.Option("auto", "--precision",
+                                            help="auto (bf16 where the hardware has it: CUDA, CPUs with AVX-512 "
+                                                 "BF16 or AMX), fp32 or bf16."),
               quiet: bool = QUIET) -> None:
     """Run a trained model on inputs of any size, streamed; one output file per input, in the task's format
     (phase maps: float32 TIFF in radians; segmentation: palette PNG label maps)."""
     from sparseconn.engine.deploy import check_engine, infer, parse_batch_size, parse_in_flight, parse_max_memory
+    from sparseconn.engine.fastpath import parse_precision
 
     n, mb, engine = parse_batch_size(batch_size), parse_max_memory(max_memory), check_engine(engine)
+    parse_precision(precision, "--precision")
     opts = run_options(device, False, quiet)
     written = infer(model, inputs, out, opts, batch_size=n, max_memory=mb, engine=engine,
-                    in_flight=parse_in_flight(in_flight, opts.device), log=typer.echo)
+                    in_flight=parse_in_flight(in_flight, opts.device), precision=precision, log=typer.echo)
     typer.echo(f"wrote {len(written)} file(s) to {out}")
 
 

@@ -50,6 +50,13 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         raise NotImplementedError  # abstract
 
+    def steps(self, upto: int | None = None) -> list[nn.Module] | None:
+        """The encoder as a chain of modules, for a scheduler that starts work on a feature while deeper
+        ones are computed (the CUDA fast path runs a network's connections beside its encoder): ``steps[0]``
+        maps the input to feature 0, ``steps[k]`` feature k - 1 to feature k, for k <= ``upto`` (None: all).
+        Optional: None (the default) means the encoder runs whole."""
+        return None
+
 
 def _check_encoder(name: str, obj: Any) -> None:
     check_subclass("encoder", name, obj, Encoder, "Encoder(in_channels, **params)")

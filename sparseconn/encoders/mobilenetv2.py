@@ -8,6 +8,7 @@ strides 2, 2, 4, 8, 16, 16, 32, 32, 32.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import os
 import sys
@@ -270,6 +271,12 @@ class MobileNetV2(Encoder):
                 if len(feats) > last:
                     break  # a child that uses only shallow features skips the deep, costly blocks
         return feats
+
+    def steps(self, upto: int | None = None) -> list[nn.Module]:
+        """``features`` cut after each tap: step k maps feature k - 1 (the input for k = 0) to feature k."""
+        last = check_upto(upto, len(self.taps))
+        bounds = [-1, *self.taps[: last + 1]]
+        return [self.features[a + 1:b + 1] for a, b in itertools.pairwise(bounds)]
 
 
 def _load_error_reason(exc: Exception) -> str:

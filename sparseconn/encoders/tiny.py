@@ -73,3 +73,7 @@ class TinyEncoder(Encoder):
             x = stage(x)
             feats.append(x)  # (B, channels[k], H / strides[k], W / strides[k])
         return feats
+
+    def steps(self, upto: int | None = None) -> list[nn.Module]:
+        """One step per stage (see :meth:`Encoder.steps`)."""
+        return list(self.stages[: check_upto(upto, len(self.stages)) + 1])

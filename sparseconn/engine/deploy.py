@@ -201,8 +201,8 @@ class _Runner:
     """Runs batches (B, C, H, W) on the device through the fast model, built from the first batch."""
 
     def __init__(self, net: nn.Module, device: str, engine: str, frames: int | None,
-                 log: Callable[[str], None] | None, progress: CountProgress) -> None:
-        self.net, self.device, self.engine, self.frames = net, device, engine, frames
+                 log: Callable[[str], None] | None, progress: CountProgress, bf16: bool | None = None) -> None:
+        self.net, self.device, self.engine, self.frames, self.bf16 = net, device, engine, frames, bf16
         self.log, self.progress = log, progress
         self.fast: fastpath.FastModel | None = None
         self.stride = max_stride(net)
@@ -210,7 +210,7 @@ class _Runner:
     def _prepare(self, x: torch.Tensor) -> None:
         example, _ = pad_to_multiple(x, self.stride)
         fast = fastpath.optimize(self.net, device=self.device, engine=self.engine, example=example,
-                                 frames=self.frames)
+                                 frames=self.frames, bf16=self.bf16)
         self.fast, self.stride = fast, fast.stride
         if self.log is not None:
             self.log(f"engine: {fast.description}")
@@ -273,7 +273,7 @@ def _predictions_of(stream: Iterator[tuple[int, np.ndarray | None]], index: int)
 
 def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOptions(), *, batch_size: int = 1,
           max_memory: float = DEFAULT_MAX_MEMORY_MB, engine: str = "auto", in_flight: int | str | None = None,
-          log: Callable[[str], None] | None = None) -> list[Path]:
+          precision: str = "auto", log: Callable[[str], None] | None = None) -> list[Path]:
     """Predict every frame of every input (files or folders) and write one output file per input file.
 
     Args:
@@ -282,12 +282,17 @@ def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOpti
             that alone is larger is an error.
         engine: the inference path (:data:`sparseconn.engine.fastpath.ENGINES`), chosen and checked once.
         in_flight: batches running at once on CUDA (``auto``/None: :data:`DEFAULT_IN_FLIGHT`; 1 on the CPU).
+        precision: ``auto`` (bf16 where the hardware has it natively), ``fp32`` or ``bf16``
+            (:data:`sparseconn.engine.fastpath.PRECISIONS`); the description says which ran, and how far
+            from eager fp32.
         log: called once with the engine's one-line description.
     """
     batch_size = parse_batch_size(batch_size)
     max_memory = parse_max_memory(max_memory)
     check_engine(engine)
     in_flight = parse_in_flight(in_flight, opts.device)
+    bf16 = fastpath.parse_precision(precision, "--precision")
+    fastpath.check_bf16(bf16, engine, opts.device, "--precision bf16")  # before any model is read
     lm = load_model(model)
     task = make_task(lm.cfg)
     files = _expand(inputs, task.input_suffixes)  # check every input before any work
@@ -299,7 +304,7 @@ def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOpti
     net = lm.net.to(opts.device).eval()
     progress = CountProgress("infer frames", total, enabled=opts.progress)
     try:
-        runner = _Runner(net, opts.device, engine, total, log, progress)
+        runner = _Runner(net, opts.device, engine, total, log, progress, bf16)
         frames = _frames(task, files, counts, lm.cfg.space.in_channels, max_memory)
         stream = runner.predict(_batches(frames, batch_size, int(max_memory * MB)), in_flight)
         written = []

@@ -321,13 +321,11 @@ def _reference(net: nn.Module, device: str, stride: int) -> FastModel:
     return FastModel(net, "reference", device, stride, steps=["fp32", "NCHW"])
 
 
-def _build(net: nn.Module, engine: str, device: str, stride: int, bf16: bool | None) -> FastModel:
-    """The model for one engine (not yet checked)."""
+def _build(net: nn.Module, engine: str, device: str, stride: int, bf16: bool | None,
+           streamed: bool = False) -> FastModel:
+    """The model for one engine (not yet checked); ``streamed``: see :func:`use_streams`."""
     cuda = device.startswith("cuda")
     use_bf16 = bf16_available(device) if bf16 is None else bf16
-    if use_bf16 and not bf16_available(device):
-        raise SparseconnError(f"bf16 was asked for but {device} has no native bf16 (CUDA, or a CPU with "
-                              "AVX-512 BF16 or AMX)")
     if not cuda:
         tune_cpu_allocator()
     model, n = fold_batchnorm(net)
@@ -343,7 +341,19 @@ def _build(net: nn.Module, engine: str, device: str, stride: int, bf16: bool | N
     if dtype is not None:
         steps.append(f"bf16 (weights of {cast_weights(model, dtype)} layers cast once)")
     fn: Callable[[torch.Tensor], torch.Tensor] = model
-    if engine == "compiled":
+    if streamed:
+        from sparseconn.engine.streams import MAX_SIDE_STREAMS, Scheduled, Streams
+
+        launcher = Streams(device, min(MAX_SIDE_STREAMS, len(model.edges)))
+        if engine == "compiled":  # each part compiled on its own (the input op too: see below)
+            scheduled = Scheduled(model, launcher, compile=torch.compile)
+            fn = _Frozen(scheduled, parts=len(scheduled.edges) + len(scheduled.parts) + 16)
+            steps.append("torch.compile per part (frozen weights)")
+        else:
+            scheduled = Scheduled(model, launcher)
+            fn = scheduled
+        steps.append(f"{scheduled.side_parts} connections on {len(launcher.streams)} side streams")
+    elif engine == "compiled":
         # Freezing turns weights into constants: inductor folds them and pre-packs them for oneDNN.
         # On CUDA the input ops compile too (their real arithmetic fuses; the FFTs stay cuFFT calls).
         eager_parts = [] if cuda else _keep_eager(model)
@@ -383,14 +393,39 @@ class _Frozen:
     kernel); the setting has to be in force while the first call compiles, and every later call that
     recompiles, so it is patched in around each call."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], parts: int = 0) -> None:
         self.fn = fn
+        self.parts = parts
+        """Compiled parts that share code (e.g. 19 connections of one edge op): dynamo's limit of compiles per
+        function (8) is raised to this while they compile, or the rest would silently run eagerly."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import torch._dynamo.config as dynamo_config
         import torch._inductor.config as inductor_config
 
-        with inductor_config.patch(freezing=True):
+        limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+        raised = (dynamo_config.patch(**{limit: max(getattr(dynamo_config, limit), self.parts)}) if self.parts
+                  else contextlib.nullcontext())
+        with inductor_config.patch(freezing=True), raised:
             return self.fn(x)
+
+
+def use_streams(net: nn.Module, device: str, side_streams: bool | None = None, engine: str = "eager") -> bool:
+    """Whether the fast path runs ``net``'s connections on side streams (:mod:`sparseconn.engine.streams`).
+
+    None: for the ``eager`` engine on CUDA, for a :class:`~sparseconn.network.GraphNet` with connections
+    (on an H200, the demo child at 1024², batch 1: 2.108 against 2.226 ms a frame). Not by default for
+    ``compiled``: its parts then compile one by one and lose the fusions across them (1.327 against 1.229
+    ms, whole). ``side_streams=True`` off CUDA, or for a model without connections, is a one-line error."""
+    from sparseconn.network import GraphNet
+
+    able = isinstance(net, GraphNet) and len(net.edges) > 0
+    if side_streams and not device.startswith("cuda"):
+        raise SparseconnError(f"side_streams=True needs a CUDA device, got {device!r}")
+    if side_streams and not able:
+        raise SparseconnError(f"side_streams=True needs a GraphNet with connections, got {type(net).__name__}")
+    wanted = engine == "eager" if side_streams is None else side_streams
+    return bool(device.startswith("cuda") and able and wanted)
 
 
 def _keep_eager(model: nn.Module) -> list[str]:
@@ -411,6 +446,27 @@ def _scale(y: torch.Tensor) -> float:
     return max(1.0, float(y.abs().max()))
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+"""``auto``: bf16 where the hardware has it natively (CUDA; CPUs with AVX-512 BF16 or AMX), else fp32."""
+
+
+def parse_precision(precision: str, option: str = "precision") -> bool | None:
+    """``precision`` as :func:`optimize`'s ``bf16`` (None for ``auto``); else a one-line error naming ``option``."""
+    if precision not in PRECISIONS:
+        raise SparseconnError(f"{option} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return {"auto": None, "fp32": False, "bf16": True}[precision]
+
+
+def check_bf16(bf16: bool | None, engine: str, device: str, option: str = "bf16 was asked for") -> None:
+    """A one-line error, starting with ``option``, where bf16 is asked for but cannot run: an fp32-only
+    engine (``reference``, ``onnxruntime``) or a device without native bf16."""
+    if bf16 and engine in ("reference", "onnxruntime"):
+        raise SparseconnError(f"{option}, but engine {engine!r} runs in fp32 only")
+    if bf16 and not bf16_available(device):
+        raise SparseconnError(f"{option}, but {device} has no native bf16 (CUDA, or a CPU with AVX-512 BF16 "
+                              "or AMX)")
+
+
 def check_engine(engine: str, option: str = "engine") -> str:
     """``engine`` if it is one of :data:`ENGINES`; else a one-line error naming ``option`` (e.g. ``--engine``)."""
     if engine not in ENGINES:
@@ -427,7 +483,8 @@ def choose_engine(engine: str, device: str, frames: int | None) -> str:
 
 
 def optimize(net: nn.Module, *, device: str = "cpu", engine: str = "auto", example: torch.Tensor | None = None,
-             frames: int | None = None, bf16: bool | None = None, check: bool = True) -> FastModel:
+             frames: int | None = None, bf16: bool | None = None, check: bool = True,
+             side_streams: bool | None = None) -> FastModel:
     """``net`` prepared for fast inference on ``device``, checked against eager fp32 on ``example``.
 
     Args:
@@ -436,10 +493,15 @@ def optimize(net: nn.Module, *, device: str = "cpu", engine: str = "auto", examp
         engine: one of :data:`ENGINES`.
         example: one padded input batch (B, C, H, W); default: one random frame of 4 strides squared.
         frames: how many frames will run (``auto`` compiles only when that repays the compile time).
-        bf16: force bf16 on (error where the hardware has no native bf16) or off; None: where native.
+        bf16: force bf16 on (error where the hardware has no native bf16, or for ``reference`` and
+            ``onnxruntime``) or off; None: where native (:func:`parse_precision` reads ``--precision``).
         check: run the parity check (off only for callers that check themselves).
+        side_streams: run a GraphNet's connections on CUDA side streams beside its encoder and decoder
+            (:mod:`sparseconn.engine.streams`); None: for ``eager`` on CUDA (see :func:`use_streams`).
     """
     check_engine(engine)
+    use_streams(net, device, side_streams)  # a bad request fails here, not as a fallback
+    check_bf16(bf16, engine, device)
     net = net.to(device).eval()
     stride = max_stride(net)
     if example is None:
@@ -449,8 +511,9 @@ def optimize(net: nn.Module, *, device: str = "cpu", engine: str = "auto", examp
     if engine == "reference":
         return _reference(net, device, stride)
     chosen = choose_engine(engine, device, frames)
+    streamed = use_streams(net, device, side_streams, chosen)
     try:
-        fast = _build(net, chosen, device, stride, bf16)
+        fast = _build(net, chosen, device, stride, bf16, streamed)
         if check:
             with torch.inference_mode():
                 ref = net(example).float()
