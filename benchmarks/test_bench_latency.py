@@ -117,7 +117,7 @@ def test_network_latency(benchmark, peak, device: str, size: int, name: str, eng
     assert y.shape == (1, 1, size, size)
     net = network(name)
     macs = count_macs(net, (1, 1, size, size))
-    record(benchmark, device, size, name, engine, macs)
+    record(benchmark, device, size, name, engine, macs, fast.dtype)
     median_s = benchmark.stats.stats.median
     fp32_peak = peak(device)
     achieved = 2 * macs / median_s / 1e9

@@ -395,9 +395,9 @@ class _Frozen:
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], parts: int = 0) -> None:
         self.fn = fn
+        # Parts compiled apart that share code (19 connections of one edge op): dynamo's limit of compiles per
+        # function (8) is raised to this while they compile, else the rest would silently run eagerly.
         self.parts = parts
-        """Compiled parts that share code (e.g. 19 connections of one edge op): dynamo's limit of compiles per
-        function (8) is raised to this while they compile, or the rest would silently run eagerly."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         import torch._dynamo.config as dynamo_config
