@@ -74,6 +74,12 @@ class ResNetSmall(Encoder):
             feats.append(x)  # (B, widths[k], H / 2^(k+1), W / 2^(k+1))
         return feats
 
+    def steps(self, upto: int | None = None) -> list[nn.Module]:
+        """Optional: the encoder as a chain, block k from feature k - 1 to feature k (the CUDA fast path then
+        starts each connection while the deeper blocks run)."""
+        last = len(self.blocks) - 1 if upto is None else upto
+        return list(self.blocks[: last + 1])
+
 
 class AttentionGate(Fusion):
     """(B, C, h, w) x n -> (B, C, h, w): the sum of the inputs, each times its own attention map."""
