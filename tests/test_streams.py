@@ -23,8 +23,7 @@ DEMO_CHILD = Path(__file__).parents[1] / "tasks" / "phase_retrieval" / "architec
 
 
 class Recording(Serial):
-    """Serial, writing down what ran where: ("main", part) for parts on the caller's stream is not visible
-    here, so the order of side starts and joins is recorded against the encoder steps it wraps."""
+    """Serial, writing down the order in which the connections start and are joined by their stages."""
 
     def __init__(self, log: list[str]) -> None:
         self.log = log
@@ -61,6 +60,7 @@ def test_the_demo_child_scheduled_gives_its_forward_output() -> None:
         want = net(x)
         got = Scheduled(net, Recording(log))(x)
     assert torch.equal(got, want)
+    assert Scheduled(net).parts_count == 1 + 9 + 19 + 4 + 1 + 1  # input op, encoder steps, edges, stages, G, head
     starts = [e.removeprefix("start ") for e in log if e.startswith("start ")]
     assert sorted(starts) == sorted(net.edges)  # every connection once
     # Connections from shallow features start first (E1 -> D1 needs only E1 and D1's size, both made by the

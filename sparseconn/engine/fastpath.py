@@ -347,7 +347,7 @@ def _build(net: nn.Module, engine: str, device: str, stride: int, bf16: bool | N
         launcher = Streams(device, min(MAX_SIDE_STREAMS, len(model.edges)))
         if engine == "compiled":  # each part compiled on its own (the input op too: see below)
             scheduled = Scheduled(model, launcher, compile=torch.compile)
-            fn = _Frozen(scheduled, parts=len(scheduled.edges) + len(scheduled.parts) + 16)
+            fn = _Frozen(scheduled, parts=scheduled.parts_count)
             steps.append("torch.compile per part (frozen weights)")
         else:
             scheduled = Scheduled(model, launcher)

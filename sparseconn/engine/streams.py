@@ -164,6 +164,12 @@ class Scheduled(nn.Module):
         """How many parts run on side streams (the connections)."""
         return len(self.edges)
 
+    @property
+    def parts_count(self) -> int:
+        """How many parts there are (each compiled on its own with ``compile=torch.compile``)."""
+        steps = len(self.steps) if self.steps is not None else 1
+        return 1 + steps + len(self.edges) + len(self.parts) + len(self.grounds) + (self.head is not None)
+
     def _features(self, x: torch.Tensor):
         """The encoder's features, one at a time where it offers :meth:`steps`."""
         if self.steps is None:
