@@ -174,7 +174,12 @@ def test_the_python_api_infers_with_the_cli_s_options(run, tmp_path):
         np.testing.assert_allclose(np.load(tmp_path / "out" / f.name), expected(run, f), rtol=1e-5, atol=1e-6)
     with pytest.raises(deploy.SparseconnError, match=r"--in-flight must be .*got '0'"):
         sc.infer(run, tmp_path / "in", tmp_path / "out2", device="cpu", in_flight=0)
+    with pytest.raises(deploy.SparseconnError, match=r"--precision must be one of auto, fp32, bf16, got 'half'"):
+        sc.infer(run, tmp_path / "in", tmp_path / "out2", device="cpu", precision="half")
     assert not (tmp_path / "out2").exists()
+    written = sc.infer(run, tmp_path / "in", tmp_path / "out3", device="cpu", engine="eager", precision="fp32")
+    for f in files:  # fp32 on any CPU, native bf16 or not
+        np.testing.assert_allclose(np.load(tmp_path / "out3" / f.name), expected(run, f), atol=1e-4)
 
 
 def test_infer_cli_prints_the_engine_once_and_matches_predict(run, tmp_path):

@@ -8,6 +8,10 @@ one decoder stage do not wait for each other. :class:`Scheduled` runs the encode
 each connection, on a side stream of its own, as soon as its source feature and its destination's size
 exist; a stage waits only for its own inputs. Captured in a CUDA graph (the fast path captures one per
 input shape), the streams become parallel branches of one graph: the side streams cost nothing per frame.
+Measured on an H200 (demo child, 1024², batch 1): the eager engine 2.108 against 2.226 ms a frame; compiled
+part by part 1.327 against 1.229 ms for the network compiled whole on one stream (fusions across parts are
+lost, and the branches hardly overlapped), so the fast path uses it for ``eager`` only
+(:func:`sparseconn.engine.fastpath.use_streams`).
 
 The order is the same on every device; :class:`Serial` runs it without streams (the CPU, and the tests
 that check the order against :meth:`GraphNet.forward`). Each part (the input op, each encoder step, each
