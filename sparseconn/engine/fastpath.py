@@ -352,7 +352,7 @@ def _build(net: nn.Module, engine: str, device: str, stride: int, bf16: bool | N
         else:
             scheduled = Scheduled(model, launcher)
             fn = scheduled
-        steps.append(f"{scheduled.side_parts} connections on {len(launcher.streams)} side streams")
+        steps.append(f"{len(scheduled.edges)} connections on {len(launcher.streams)} side streams")
     elif engine == "compiled":
         # Freezing turns weights into constants: inductor folds them and pre-packs them for oneDNN.
         # On CUDA the input ops compile too (their real arithmetic fuses; the FFTs stay cuFFT calls).
@@ -500,7 +500,8 @@ def optimize(net: nn.Module, *, device: str = "cpu", engine: str = "auto", examp
             (:mod:`sparseconn.engine.streams`); None: for ``eager`` on CUDA (see :func:`use_streams`).
     """
     check_engine(engine)
-    use_streams(net, device, side_streams)  # a bad request fails here, not as a fallback
+    chosen = choose_engine(engine, device, frames)
+    streamed = use_streams(net, device, side_streams, chosen)  # a bad request fails here, not as a fallback
     check_bf16(bf16, engine, device)
     net = net.to(device).eval()
     stride = max_stride(net)
@@ -510,8 +511,6 @@ def optimize(net: nn.Module, *, device: str = "cpu", engine: str = "auto", examp
     example = example.to(device).float()
     if engine == "reference":
         return _reference(net, device, stride)
-    chosen = choose_engine(engine, device, frames)
-    streamed = use_streams(net, device, side_streams, chosen)
     try:
         fast = _build(net, chosen, device, stride, bf16, streamed)
         if check:

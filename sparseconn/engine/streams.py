@@ -164,11 +164,6 @@ class Scheduled(nn.Module):
         self.sources = {s for d in net.stage_order for s in net.inputs[d]}
 
     @property
-    def side_parts(self) -> int:
-        """How many parts run on side streams (the connections)."""
-        return len(self.edges)
-
-    @property
     def parts_count(self) -> int:
         """How many parts there are (each compiled on its own with ``compile=torch.compile``)."""
         steps = len(self.steps) if self.steps is not None else 1
