@@ -50,9 +50,8 @@ def test_two_process_search_keeps_weights_identical(tmp_path):
     assert summary["steps_per_epoch"] == 2
 
 
-def _worker(rank: int, port: int, results: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def _worker(rank: int, store: str, results: dict) -> None:
+    _join_group(rank, store)
     info = DistInfo(rank, 2)
     try:
         assert_same_on_all_ranks(torch.ones(3), info)
@@ -71,10 +70,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _join_group(rank: int, store: str) -> None:
+    """Rank ``rank`` of a 2-process gloo group met through a file, not a TCP port: a port found free and
+    then released can be taken by another process before rank 0 binds it (a CI run failed once so)."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+
+
 @pytest.mark.timeout(120)
-def test_rank_mismatch_is_detected():
+def test_rank_mismatch_is_detected(tmp_path):
     results = mp.Manager().dict()
-    mp.spawn(_worker, args=(_free_port(), results), nprocs=2, join=True)
+    mp.spawn(_worker, args=(str(tmp_path / "store"), results), nprocs=2, join=True)
     assert all("differ between rank 0 and rank 1" in results[r] for r in (0, 1)), dict(results)
 
 
@@ -155,10 +160,9 @@ def test_a_finished_command_shuts_the_group_down_in_step_on_every_rank(tmp_path)
     assert float(finished1) >= float(returned0)  # rank 1 waited for rank 0's command to return
 
 
-def _accumulate_worker(rank: int, port: int, run_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _accumulate_worker(rank: int, store: str, run_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    _join_group(rank, store)
     try:
         cfg = TrainConfig(epochs=1, batch_size=2, accumulate=2, optimizer=SGD, schedule={"name": "constant"},
                           grad_clip=None, amp="off", bn_recalibration=0, limit_val_batches=1)
@@ -172,7 +176,7 @@ def _accumulate_worker(rank: int, port: int, run_dir: str) -> None:
 @pytest.mark.timeout(180)
 def test_accumulation_under_ddp_takes_the_large_batch_step(tmp_path):
     """2 ranks x 2 micro-batches of 2 (DDP all-reduces on the second only) = one batch of 8."""
-    mp.spawn(_accumulate_worker, args=(_free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    mp.spawn(_accumulate_worker, args=(str(tmp_path / "store"), str(tmp_path / "ddp")), nprocs=2, join=True)
     ddp = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")["model"]
     big, _ = fit_small(tmp_path / "big", 8, 8, 1)
     assert max_diff(big, ddp) < 1e-6
