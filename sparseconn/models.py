@@ -7,6 +7,8 @@ settings declares a keyword ``task`` and gets the run's :class:`~sparseconn.task
 ``classical`` model takes its phase range from it). The contract of a built model::
 
     stride: int                 # inputs are padded to multiples of this for any-size inference
+    any_size: bool              # optional, default False; True: the model pads after its input op
+                                #   itself (sparseconn.inputs.padded_input) and callers pass raw inputs
     num_connections: int | None # searched-style connections (None: not a connection graph)
     display_name: str           # optional: its name in reports (default: the registry name)
     architecture: Architecture  # optional: a GraphNet child built from one; its run folder gets
@@ -48,7 +50,7 @@ from sparseconn.contracts import check_params
 from sparseconn.errors import ArchitectureError, ConfigError
 from sparseconn.graph import edge_key
 from sparseconn.heads import build_head
-from sparseconn.inputs import build_input_op
+from sparseconn.inputs import build_input_op, crop_output, padded_input
 from sparseconn.network import GraphNet, build_child
 from sparseconn.pruning import derive
 from sparseconn.registry import Registry, make_register
@@ -216,6 +218,7 @@ class UNet(nn.Module):
 
     display_name = "U-Net"
     stride = 16
+    any_size = True  # pads after its input op (sparseconn.inputs.padded_input)
     num_connections = None
     levels = 4
 
@@ -244,8 +247,8 @@ class UNet(nn.Module):
         self.has_run_head = space.head is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = tuple(x.shape[-2:])
-        y = self.input_op(x)
+        z, size = padded_input(self.input_op, x, self.stride)  # (B, C, H', W'), multiples of the stride
+        y = z
         skips = []
         for block in self.down:
             y = block(y)
@@ -258,7 +261,7 @@ class UNet(nn.Module):
             if dh or dw:
                 y = F.pad(y, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
             y = merge(torch.cat([skip, y], dim=1))  # (B, 2 ch[l] -> ch[l], ...)
-        return self.head(y, size) if self.has_run_head else self.head(y)
+        return crop_output(self.head(y, tuple(z.shape[-2:])) if self.has_run_head else self.head(y), size, z.shape[-2:])
 
 
 @register_model("unet")

@@ -21,7 +21,7 @@ from sparseconn.encoders import build_encoder, skip_pretrained
 from sparseconn.errors import ArchitectureError
 from sparseconn.graph import candidate_edges, decoder_nodes, edge_key, nodes_of, split_key
 from sparseconn.heads import build_head
-from sparseconn.inputs import build_input_op
+from sparseconn.inputs import build_input_op, crop_output, padded_input
 from sparseconn.ops import (
     EDGE_ORDERS,
     RESIZE_POLICIES,
@@ -104,6 +104,7 @@ class GraphNet(nn.Module):
         if cfg.head is not None:
             self.head = build_head(cfg.head.name, graph.nodes[self.output]["channels"], cfg.head.params)
         self.connections = ConnectionWeights(self.keys, cfg.connections) if gated else None
+        self._stride = max((a["stride"] for _, a in graph.nodes(data=True) if a.get("stride")), default=1)
 
     # -- parameter groups (DARTS' arch_parameters / weight split) ----------------------------------
     def connection_parameters(self) -> list[nn.Parameter]:
@@ -132,8 +133,13 @@ class GraphNet(nn.Module):
         return self.stages[d](self.fusions[d](ins, w))  # (B, C_d, *size)
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All node features by name, for an input (B, C_in, H, W)."""
-        feats = self.encoder(self.input_op(x), upto=self.upto)  # fine to coarse
+        """All node features by name, for an input (B, C_in, H, W) of any size (the input op's output is
+        padded to multiples of :attr:`stride`, so features are those of the padded size)."""
+        return self._features(padded_input(self.input_op, x, self._stride)[0])
+
+    def _features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All node features by name, from the encoder's input (B, C, H, W), H and W multiples of the stride."""
+        feats = self.encoder(x, upto=self.upto)  # fine to coarse
         env = {n: feats[f] for n, f in self.node_feature.items()}
         for g, (f, size) in self.ground_source.items():
             env[g] = ground_pool(feats[f], size)  # (B, C, size, size)
@@ -150,17 +156,23 @@ class GraphNet(nn.Module):
         return env
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.forward_features(x)[self.output]
-        return self.head(y, tuple(x.shape[-2:])) if self.head is not None else y
+        z, size = padded_input(self.input_op, x, self._stride)  # (B, C, H', W'), multiples of the stride
+        y = self._features(z)[self.output]
+        y = self.head(y, tuple(z.shape[-2:])) if self.head is not None else y
+        return crop_output(y, size, z.shape[-2:])
 
     @property
     def num_connections(self) -> int:
         return len(self.keys)
 
+    any_size = True
+    """Runs on inputs of any size: the input op's output is padded to multiples of :attr:`stride` and the
+    output cropped back (:func:`~sparseconn.inputs.padded_input`), so callers pass raw inputs unpadded."""
+
     @property
     def stride(self) -> int:
-        """The coarsest stride among the graph's nodes: inputs are padded to multiples of it."""
-        return max((a["stride"] for _, a in self.graph.nodes(data=True) if a.get("stride")), default=1)
+        """The coarsest stride among the graph's nodes: the encoder's input is padded to multiples of it."""
+        return self._stride
 
 
 def build_supernet(space: SearchSpace) -> GraphNet:

@@ -282,6 +282,18 @@ def test_fixed_size_onnx_takes_one_frame_of_its_size(run, tmp_path):
     np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], eager(run, x), atol=1e-4)
 
 
+def test_fixed_size_onnx_takes_a_raw_frame_of_a_size_that_is_no_multiple_of_the_stride(run, tmp_path):
+    """The network pads after its input op, inside the file: the frame goes in as the camera gave it."""
+    ort = pytest.importorskip("onnxruntime")
+    target = tmp_path / "fixed.onnx"
+    result = ok("export", run, "--format", "onnx", "--out", target, "--size", "37", "45", "--check", "--fixed-size")
+    assert [c.split(":")[0] for c in result.output.splitlines() if c.startswith("check ")] == ["check 37x45 (batch 1)"]
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    assert [d for d in session.get_inputs()[0].shape] == [1, 1, 37, 45]
+    x = torch.rand(1, 1, 37, 45, generator=torch.Generator().manual_seed(2))
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], eager(run, x), atol=1e-4)
+
+
 def test_export_check_failure_is_one_line_and_writes_nothing(run, tmp_path, monkeypatch):
     runner = deploy._runner
     monkeypatch.setattr(deploy, "_runner", lambda fmt, path: (lambda a: runner(fmt, path)(a) + 1e-3))

@@ -65,3 +65,65 @@ def test_default_is_identity_so_old_configs_build_the_same(tiny_cfg):
     net = build_supernet(SearchSpace(tiny_cfg))
     assert type(net.input_op).__name__ == "Identity"
     assert not list(net.input_op.parameters()) and not net.input_op.state_dict()
+
+
+# -- any-size inference: the input op runs on the raw input, its output is padded --------------------------
+
+@pytest.fixture
+def recorded_sizes():
+    """A registered input op ``test_record_size`` (identity) that records the (H, W) of every input it sees."""
+    seen: list[tuple[int, int]] = []
+
+    @register_input_op("test_record_size")
+    class RecordSize(InputOp):
+        def forward(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            return x
+
+    yield seen
+    INPUT_OPS.unregister("test_record_size")
+
+
+@pytest.mark.parametrize("model", ["graph", "unet"])
+def test_the_input_op_sees_the_raw_size_and_the_output_is_cropped_back(recorded_sizes, model):
+    """An odd-sized input reaches the input op unpadded (an FFT layer demodulating a reflected hologram sees
+    a mirrored carrier in the pad); the op's output is padded to the stride, and the output cropped back."""
+    from sparseconn.inputs import pad_to_multiple
+    from sparseconn.models import build_model
+    from tests.conftest import tiny_config
+    from tests.test_models import TOY_HEAD
+
+    space = tiny_config(input={"name": "test_record_size"}, head=TOY_HEAD.model_dump())
+    torch.manual_seed(0)
+    net = (build_supernet(SearchSpace(space)) if model == "graph" else build_model("unet", {"width": 4}, space)).eval()
+    x = torch.rand(2, 1, 37, 29)
+    with torch.no_grad():
+        y = net(x)
+        assert recorded_sizes == [(37, 29)] and y.shape == (2, 1, 37, 29)
+        # The same as padding the op's output by hand (reflection, bottom/right) and cropping the full output.
+        padded, _ = pad_to_multiple(x, net.stride)
+        assert torch.equal(y, net(padded)[..., :37, :29])
+
+
+def test_predict_pads_the_raw_input_only_for_a_model_that_does_not_pad_itself(recorded_sizes, tiny_cfg):
+    from torch import nn
+
+    from sparseconn.engine.inference import input_multiple, predict
+
+    data = tiny_cfg.model_dump()
+    data["input"] = {"name": "test_record_size"}
+    net = build_supernet(SearchSpace(SpaceConfig.model_validate(data))).eval()
+    assert net.any_size and input_multiple(net) == 1 and net.stride == 4
+    predict(net, torch.rand(1, 1, 30, 30))
+    assert recorded_sizes == [(30, 30)]
+
+    class Plain(nn.Module):  # a user's module: no any_size, so its raw input is padded to its stride
+        stride = 8
+
+        def forward(self, x):
+            recorded_sizes.append(tuple(x.shape[-2:]))
+            return x
+
+    assert input_multiple(Plain()) == 8
+    assert predict(Plain(), torch.rand(1, 1, 30, 30)).shape == (1, 1, 30, 30)
+    assert recorded_sizes[-1] == (32, 32)

@@ -58,7 +58,8 @@ def export_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoin
                                              help="Largest max abs error --check accepts."),
                fixed_size: bool = typer.Option(False, "--fixed-size",
                                                help="ONNX for one frame of --size only (much quicker to "
-                                                    "export; runtimes such as TensorRT prefer it)."),
+                                                    "export; runtimes such as TensorRT prefer it); the frame "
+                                                    "goes in unpadded, at any --size."),
                ) -> None:
     """Export a trained model as ONNX or TorchScript for any input size."""
     from sparseconn.engine.deploy import FORMATS, export, parse_tolerance

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from sparseconn.engine import fastpath
-from sparseconn.engine.inference import max_stride, pad_to_multiple
+from sparseconn.engine.inference import input_multiple, max_stride, pad_to_multiple
 from sparseconn.engine.jobs import RunOptions
 from sparseconn.engine.loading import load_model, make_task
 from sparseconn.engine.progress import CountProgress
@@ -205,7 +205,7 @@ class _Runner:
         self.net, self.device, self.engine, self.frames, self.bf16 = net, device, engine, frames, bf16
         self.log, self.progress = log, progress
         self.fast: fastpath.FastModel | None = None
-        self.stride = max_stride(net)
+        self.stride = input_multiple(net)
 
     def _prepare(self, x: torch.Tensor) -> None:
         example, _ = pad_to_multiple(x, self.stride)
@@ -431,8 +431,10 @@ def export(model: Path, fmt: str, out: Path, size: tuple[int, int] = (256, 256),
     absolute difference at each size goes to ``log``, and one above ``tolerance`` is an error (the file is
     then not written).
 
-    With ``fixed_size`` an ONNX file takes one frame of ``size`` (padded to the stride) only, and is written
-    in a fraction of the time; ``check`` then runs that size.
+    With ``fixed_size`` an ONNX file takes one frame of ``size`` only, and is written in a fraction of the
+    time; ``check`` then runs that size. A model that runs at any size (``any_size``: every GraphNet and the
+    U-Net) is traced at ``size`` itself, its padding after the input op inside the file, so frames of any
+    ``size`` go in unpadded; other models at ``size`` padded to the stride.
     """
     if fmt not in FORMATS:
         raise SparseconnError(f"--format must be onnx or torchscript, got {fmt!r}")
@@ -444,8 +446,11 @@ def export(model: Path, fmt: str, out: Path, size: tuple[int, int] = (256, 256),
     lm = load_model(model)
     net = lm.net.cpu().eval()
     stride = max_stride(net)
-    traced = tuple(max(2 * stride, n + (-n) % stride) for n in size)
     fixed = fixed_size and fmt == "onnx"
+    if fixed and input_multiple(net) == 1:
+        traced = tuple(size)  # the model pads after its input op: the file takes the raw frame as it comes
+    else:
+        traced = tuple(max(2 * stride, n + (-n) % stride) for n in size)
     # two frames: the batch size stays free
     x = torch.randn(1 if fixed else 2, lm.cfg.space.in_channels, *traced)
     out = Path(out)

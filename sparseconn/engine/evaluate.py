@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from sparseconn.engine.baselines import baseline_models, task_baselines
 from sparseconn.engine.fastpath import check_engine, optimize
-from sparseconn.engine.inference import max_stride, pad_to_multiple, predict
+from sparseconn.engine.inference import input_multiple, pad_to_multiple, predict
 from sparseconn.engine.jobs import RunOptions
 from sparseconn.engine.loading import LoadedModel, load_model, make_task
 from sparseconn.engine.metrics import MetricAccumulator
@@ -136,7 +136,7 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
             fast = net
             if getattr(net, "traceable", True):
                 example, _ = pad_to_multiple(torch.from_numpy(task.example_input(size, seed=cfg.seed))[None],
-                                             max_stride(net))
+                                             input_multiple(net))
                 fast = optimize(net, device=device, engine=engine or ecfg.engine, example=example)
                 engines[name] = fast.description
             row["latency_ms"] = measure_latency(fast, shape, runs=ecfg.latency_runs, warmup=1, device=device)

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from sparseconn.engine.inference import max_stride
+from sparseconn.engine.inference import input_multiple, max_stride
 from sparseconn.errors import SparseconnError
 
 ENGINES = ("auto", "reference", "eager", "compiled", "onnxruntime")
@@ -194,7 +194,8 @@ class _OnnxRuntime:
 
 @dataclass
 class FastModel:
-    """A prepared model: call it on padded batches (B, C, H, W); H and W multiples of ``stride``."""
+    """A prepared model: call it on batches (B, C, H, W) padded to multiples of ``stride`` (1 for a model that
+    runs at any size: :func:`~sparseconn.engine.inference.input_multiple`)."""
 
     fn: Callable[[torch.Tensor], torch.Tensor]
     engine: str
@@ -491,7 +492,8 @@ def optimize(net: nn.Module, *, device: str = "cpu", engine: str = "auto", examp
         net: the model (it is not modified; the fast paths work on a copy).
         device: ``cpu`` or ``cuda[:N]``.
         engine: one of :data:`ENGINES`.
-        example: one padded input batch (B, C, H, W); default: one random frame of 4 strides squared.
+        example: one input batch (B, C, H, W), padded as the model needs (:func:`input_multiple`); default:
+            one random frame of 4 strides squared.
         frames: how many frames will run (``auto`` compiles only when that repays the compile time).
         bf16: force bf16 on (error where the hardware has no native bf16, or for ``reference`` and
             ``onnxruntime``) or off; None: where native (:func:`parse_precision` reads ``--precision``).
@@ -504,10 +506,11 @@ def optimize(net: nn.Module, *, device: str = "cpu", engine: str = "auto", examp
     streamed = use_streams(net, device, side_streams, chosen)  # a bad request fails here, not as a fallback
     check_bf16(bf16, engine, device)
     net = net.to(device).eval()
-    stride = max_stride(net)
+    stride = input_multiple(net)
     if example is None:
         in_channels = getattr(getattr(net, "cfg", None), "in_channels", 1)
-        example = torch.randn(1, in_channels, 4 * stride, 4 * stride)
+        side = 4 * max_stride(net)
+        example = torch.randn(1, in_channels, side, side)
     example = example.to(device).float()
     if engine == "reference":
         return _reference(net, device, stride)

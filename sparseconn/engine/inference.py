@@ -1,4 +1,5 @@
-"""Full-size inference at any input size: pad to the network's stride, run, crop back."""
+"""Full-size inference at any input size: pad to the network's stride (a model that pads itself: not at
+all), run, crop back."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import contextlib
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from sparseconn.inputs import pad_to_multiple
+
+__all__ = ["amp_dtype", "autocast", "input_multiple", "max_stride", "pad_to_multiple", "predict", "predict_with"]
 
 
 def amp_dtype(mode: str, device: str) -> torch.dtype | None:
@@ -28,8 +32,9 @@ def autocast(device: str, dtype: torch.dtype | None) -> contextlib.AbstractConte
 
 
 def max_stride(net: nn.Module) -> int:
-    """The padding multiple: the module's own int ``stride`` (every model of :mod:`sparseconn.models`
-    has one), else the coarsest stride among its graph nodes, else 32."""
+    """The network's coarsest stride: the module's own int ``stride`` (every model of :mod:`sparseconn.models`
+    has one), else the coarsest stride among its graph nodes, else 32. Exported files take multiples of it;
+    raw inputs are padded to it for a model that does not pad itself (:func:`input_multiple`)."""
     stride = getattr(net, "stride", None)
     if isinstance(stride, int) and not isinstance(stride, bool):
         return stride
@@ -39,15 +44,11 @@ def max_stride(net: nn.Module) -> int:
     return max((a["stride"] for _, a in graph.nodes(data=True) if a.get("stride")), default=1)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad (B, C, H, W) on the bottom/right to multiples of ``multiple``; returns the original (H, W)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x, (h, w)
-    # Reflection keeps fringe statistics near the border; it needs the pad to be smaller than the side.
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
+def input_multiple(net: nn.Module) -> int:
+    """What raw inputs are padded to before ``net`` runs: 1 for a model that runs at any size itself
+    (``any_size = True``, as every :class:`~sparseconn.network.GraphNet` and the U-Net: they pad the input
+    op's output, not the raw input, see :func:`~sparseconn.inputs.padded_input`), else :func:`max_stride`."""
+    return 1 if getattr(net, "any_size", False) is True else max_stride(net)
 
 
 @torch.no_grad()
@@ -55,7 +56,7 @@ def predict(net: nn.Module, x: torch.Tensor, multiple: int | None = None, amp: t
             ) -> torch.Tensor:
     """Run ``net`` on (B, C, H, W) of any size; the output is cropped back to (H, W)."""
     with autocast(str(x.device), amp):
-        return predict_with(net, x, multiple or max_stride(net))
+        return predict_with(net, x, multiple or input_multiple(net))
 
 
 @torch.no_grad()

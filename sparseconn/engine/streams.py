@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from sparseconn.graph import edge_key
+from sparseconn.inputs import crop_output, padded_input
 from sparseconn.network import GraphNet
 from sparseconn.ops import ground_pool
 
@@ -198,7 +199,8 @@ class Scheduled(nn.Module):
                 size = sizes[net.stage_feature[d]]
                 started[s, d] = run.side(self.edges[edge_key(s, d)], (env[s], size), marks[s])
 
-        for k, feat in enumerate(self._features(self.input_op(x))):
+        z, size = padded_input(self.input_op, x, net.stride)  # as GraphNet.forward
+        for k, feat in enumerate(self._features(z)):
             sizes[k] = feat.shape[-2:]
             for n in self.names.get(k, ()):
                 made(n, self.grounds[n](feat) if n in self.grounds else feat)
@@ -209,4 +211,5 @@ class Scheduled(nn.Module):
             made(d, self.parts[d](ins, w))
             start_ready()
         y = env[net.output]
-        return self.head(y, tuple(x.shape[-2:])) if self.head is not None else y
+        y = self.head(y, tuple(z.shape[-2:])) if self.head is not None else y
+        return crop_output(y, size, z.shape[-2:])
