@@ -188,18 +188,19 @@ def evaluate(run: Run | PathLike, *, device: str = "auto", latency: bool = True,
 
 def infer(run: Run | PathLike, inputs: PathLike | Sequence[PathLike], out: PathLike, *, device: str = "auto",
           engine: str = "auto", batch_size: int = 1, max_memory: float = 2048.0,
-          in_flight: int | str = "auto", precision: str = "auto") -> list[Path]:
+          in_flight: int | str = "auto", precision: str = "auto", calibrate: bool = True) -> list[Path]:
     """Predict every frame of the input files (or folders) with a run's model; one output file per input
     file in ``out``. Returns the files written. The options are ``sparseconn infer``'s: ``max_memory`` MB
     of float32 input frames a batch may hold; ``in_flight`` batches running at once on CUDA (``auto``: 4
     there, 1 on the CPU); ``precision`` ``auto`` (bf16 where the hardware has it natively), ``fp32`` or
-    ``bf16``."""
+    ``bf16``; ``calibrate`` fits the input op to the first frames (the phase task: which sideband holds +φ
+    on these holograms), False keeps what it learned in training."""
     from sparseconn.engine.deploy import infer as run_infer
 
     items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     return run_infer(_path(run), [Path(p) for p in items], Path(out), _options(device, progress=False),
                      batch_size=batch_size, max_memory=max_memory, engine=engine, in_flight=in_flight,
-                     precision=precision)
+                     precision=precision, calibrate=calibrate)
 
 
 def draw(source: Run | Architecture | PathLike, out: PathLike, formats: Sequence[str] = ("svg", "png")) -> list[Path]:

@@ -12,6 +12,8 @@ inference time). The contract::
         def forward(self, x): ...                                   # (B, C_in, H, W) -> (B, C_out, H, W)
         compilable = False          # optional: the CPU fast path's torch.compile leaves the op eager ...
         def compile_parts(self): ...  # ... and lets it compile what of it pays (see InputOp)
+        calibrated: bool            # optional: False until calibrate(x) has fitted the op to the data
+        def calibrate(self, x): ...  # optional: e.g. which sideband holds +φ for this microscope
 
 ``channels`` is a classmethod so a search space can size its encoder before any module exists (as
 :meth:`sparseconn.encoders.Encoder.feature_info` does). Tasks register their own input ops (the phase
@@ -44,6 +46,20 @@ class InputOp(nn.Module):
         first call. Return a few words for the engine's description, or None (the default: nothing is
         compiled). The op must still give the same output, within float32 rounding (the engine checks).
         """
+        return None
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the op has what it takes from the data (default: an op takes nothing, so True). Training
+        calls :meth:`calibrate` on the first training items of an op that is not, before the first step."""
+        return True
+
+    def calibrate(self, x: torch.Tensor) -> str | None:
+        """Fit what the op takes from the data itself to raw inputs (B, C, H, W), e.g. the phase task's
+        sideband op learns which of the two orders holds +φ on this microscope. What it fits must be module
+        state (buffers) so checkpoints and exports keep it. Called by training on an op that is not
+        :attr:`calibrated` and by ``infer`` on its first batch (unless ``--no-calibrate``). Return a few words
+        on what was found, or None (the default: nothing to fit)."""
         return None
 
     @classmethod
@@ -94,6 +110,16 @@ def crop_output(y: torch.Tensor, size: tuple[int, int], padded: tuple[int, ...])
         s = p // got if got and p % got == 0 else None
         keep.append(got if s is None else -(-n // s))  # ⌈n / s⌉
     return y[..., : keep[0], : keep[1]]
+
+
+def calibrate_input_op(net: nn.Module, x: torch.Tensor, force: bool = False) -> str | None:
+    """Calibrate ``net.input_op`` (if it has one) on raw inputs (B, C, H, W): always with ``force``, else only
+    an op that is not yet :attr:`InputOp.calibrated`. What it found, or None."""
+    op = getattr(net, "input_op", None)
+    if not isinstance(op, InputOp) or not (force or not op.calibrated):
+        return None
+    with torch.no_grad():
+        return op.calibrate(x)
 
 
 def input_channels(name: str, in_channels: int, params: dict[str, Any]) -> int:

@@ -30,6 +30,10 @@ def infer_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoint
               precision: str = typer.Option("auto", "--precision",
                                             help="auto (bf16 where the hardware has it: CUDA, CPUs with AVX-512 "
                                                  "BF16 or AMX), fp32 or bf16."),
+              calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate",
+                                             help="Fit the input op to the first frames (the phase task: which "
+                                                  "sideband holds +φ on this microscope); off: keep what it "
+                                                  "learned in training."),
               quiet: bool = QUIET) -> None:
     """Run a trained model on inputs of any size, streamed; one output file per input, in the task's format
     (phase maps: float32 TIFF in radians; segmentation: palette PNG label maps)."""
@@ -40,7 +44,8 @@ def infer_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoint
     parse_precision(precision, "--precision")
     opts = run_options(device, False, quiet)
     written = infer(model, inputs, out, opts, batch_size=n, max_memory=mb, engine=engine,
-                    in_flight=parse_in_flight(in_flight, opts.device), precision=precision, log=typer.echo)
+                    in_flight=parse_in_flight(in_flight, opts.device), precision=precision, calibrate=calibrate,
+                    log=typer.echo)
     typer.echo(f"wrote {len(written)} file(s) to {out}")
 
 

@@ -35,6 +35,7 @@ from sparseconn.engine.loading import load_model, make_task
 from sparseconn.engine.progress import CountProgress
 from sparseconn.errors import DataError, SparseconnError
 from sparseconn.fileio import atomic_path
+from sparseconn.inputs import InputOp, calibrate_input_op
 from sparseconn.ops import pool_weights
 from sparseconn.task import Task
 
@@ -197,6 +198,32 @@ def _batches(frames: Iterator[tuple[int, np.ndarray | None]], batch_size: int, c
         yield flush()
 
 
+CALIBRATION_FRAMES = 8
+"""The most frames ``infer`` calibrates the input op on (:func:`_calibrate`)."""
+
+
+def _calibrate(net: nn.Module, frames: Iterator[tuple[int, np.ndarray | None]], max_memory: float, device: str
+               ) -> str | None:
+    """Fit ``net``'s input op to the first frames of ``frames`` (up to :data:`CALIBRATION_FRAMES` of the first
+    frame's size, as many as ``max_memory`` MB holds), before the fast path copies the model: the phase
+    task's sideband op learns which order holds +φ on this microscope, which need not be the training
+    data's. One setup a call: what it finds holds for every frame. Nothing is read for an op that has
+    nothing to fit. What it found, or None."""
+    op = getattr(net, "input_op", None)
+    if not isinstance(op, InputOp) or type(op).calibrate is InputOp.calibrate:
+        return None
+    kept: list[np.ndarray] = []
+    for _, x in frames:
+        if x is None or (kept and x.shape != kept[0].shape):
+            continue
+        kept.append(x)
+        if len(kept) >= min(CALIBRATION_FRAMES, max(1, int(max_memory * MB // x.nbytes))):
+            break
+    if not kept:
+        return None
+    return calibrate_input_op(net, torch.from_numpy(np.stack(kept)).to(device), force=True)
+
+
 class _Runner:
     """Runs batches (B, C, H, W) on the device through the fast model, built from the first batch."""
 
@@ -273,7 +300,8 @@ def _predictions_of(stream: Iterator[tuple[int, np.ndarray | None]], index: int)
 
 def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOptions(), *, batch_size: int = 1,
           max_memory: float = DEFAULT_MAX_MEMORY_MB, engine: str = "auto", in_flight: int | str | None = None,
-          precision: str = "auto", log: Callable[[str], None] | None = None) -> list[Path]:
+          precision: str = "auto", calibrate: bool = True, log: Callable[[str], None] | None = None
+          ) -> list[Path]:
     """Predict every frame of every input (files or folders) and write one output file per input file.
 
     Args:
@@ -285,7 +313,10 @@ def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOpti
         precision: ``auto`` (bf16 where the hardware has it natively), ``fp32`` or ``bf16``
             (:data:`sparseconn.engine.fastpath.PRECISIONS`); the description says which ran, and how far
             from eager fp32.
-        log: called once with the engine's one-line description.
+        calibrate: fit the model's input op to the first batch before any frame runs
+            (:meth:`~sparseconn.inputs.InputOp.calibrate`; the phase task's sideband op: which order holds
+            +φ on these holograms); False keeps what the op learned in training.
+        log: called with the engine's one-line description (and the calibration's, where there is one).
     """
     batch_size = parse_batch_size(batch_size)
     max_memory = parse_max_memory(max_memory)
@@ -304,6 +335,11 @@ def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOpti
     net = lm.net.to(opts.device).eval()
     progress = CountProgress("infer frames", total, enabled=opts.progress)
     try:
+        if calibrate:  # a first pass over the first frames, then the stream from the start
+            note = _calibrate(net, _frames(task, files, counts, lm.cfg.space.in_channels, max_memory), max_memory,
+                              opts.device)
+            if note is not None and log is not None:
+                log(f"input op calibrated on the first frames: {note}")
         runner = _Runner(net, opts.device, engine, total, log, progress, bf16)
         frames = _frames(task, files, counts, lm.cfg.space.in_channels, max_memory)
         stream = runner.predict(_batches(frames, batch_size, int(max_memory * MB)), in_flight)

@@ -57,6 +57,7 @@ from sparseconn.engine.metrics import MetricAccumulator
 from sparseconn.engine.optim import make_optimizer, make_scheduler, weight_groups
 from sparseconn.engine.progress import ProgressReporter
 from sparseconn.errors import CheckpointError, SparseconnError
+from sparseconn.inputs import calibrate_input_op
 from sparseconn.network import GraphNet
 from sparseconn.regularizers import REGULARIZERS, RegContext
 from sparseconn.task import Task
@@ -105,6 +106,10 @@ class _Loop:
     bar: ProgressReporter
     loggers: list[EpochLogger]
     """The run's epoch loggers (none on ranks other than 0)."""
+
+
+CALIBRATION_ITEMS = 8
+"""Training items an input op that asks to be calibrated sees (:meth:`Trainer._calibrate_input`)."""
 
 
 @dataclass
@@ -259,6 +264,7 @@ class Trainer:
             scaler.load_state_dict(ckpt["scaler"])
             set_rng_state(ckpt["rng"])
             start, best = ckpt["epoch"] + 1, ckpt["best"]
+        calibration = self._calibrate_input(net, datasets["train"])  # a resumed run's op is (its checkpoint's)
         # A resumed run's loggers drop what a run killed between its log lines and its checkpoint logged
         # for the epochs that run again.
         loggers = make_loggers(self.log, self.run_dir, self.stage.value, start if resume else None) \
@@ -282,7 +288,22 @@ class Trainer:
             for logger in loggers:
                 logger.close()
         return {"best": best, "epochs": cfg.epochs, "steps_per_epoch": steps, "optimizer_steps_per_epoch": opt_steps,
-                "world_size": self.dist.world_size}
+                "world_size": self.dist.world_size, **({"input_calibration": calibration} if calibration else {})}
+
+    def _calibrate_input(self, net: nn.Module, ds: Dataset) -> str | None:
+        """Calibrate the network's input op on the first training items where it asks to be
+        (:attr:`~sparseconn.inputs.InputOp.calibrated` False: the phase task's sideband op learns which order
+        holds +φ on this data); the same items on every rank, and the random state left as it was."""
+        op = getattr(net, "input_op", None)
+        if op is None or getattr(op, "calibrated", True) or len(ds) == 0:
+            return None
+        state = rng_state()
+        try:
+            items = [torch.as_tensor(ds[i]["input"]) for i in range(min(len(ds), CALIBRATION_ITEMS))]
+        finally:
+            set_rng_state(state)
+        items = [t for t in items if t.shape == items[0].shape]  # (C, H, W) each; a batch needs one size
+        return calibrate_input_op(net, torch.stack(items).float().to(self.device))
 
     def _epoch(self, loop: _Loop, epoch: int) -> dict:
         """One pass over the training batches, an optimiser step every ``loop.accumulate`` of them (and

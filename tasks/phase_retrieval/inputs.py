@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from sparseconn.errors import ConfigError
@@ -32,6 +33,7 @@ _BOXED_MIN_PIXELS = 300 * 300
 smaller batched ones the batched full transforms (the per-image loop's overhead outweighs its savings:
 6.4 against 3.2 ms for 16 images of 32², 14.4 against 18.6 ms for 4 of 320², 2 CPU cores)."""
 _DC_EXCLUSION = 0.05  # cycles/px: carriers with periods above 20 px are not looked for (as classical.py)
+_CALIBRATION_FRAMES = 8  # frames SidebandInput.calibrate asks the classical pipeline about (a majority vote)
 
 
 @register_input_op("hologram")
@@ -216,8 +218,14 @@ class SidebandInput(InputOp):
     Args:
         carrier: ``"auto"`` finds the carrier in each image (the spectrum's peak away from DC in the
             half plane of ``sign``); ``[fx, fy]`` (cycles/px) fixes it.
-        sign: ``"+"`` takes the order in the half plane ``fx > 0`` (or ``fx = 0, fy > 0``), which holds
-            ``+φ`` for ``I ∝ cos(2πf·r + φ)``; ``"-"`` the opposite order (the mirrored convention).
+        sign: which of the two orders (``±f``, conjugate fields ``exp(±iφ)``) the network gets. ``"auto"``
+            (the default): the one that holds +φ on the data, learned by :meth:`calibrate` (training calls
+            it on the first training items, ``infer`` on its first frames) and kept as the buffer
+            :attr:`reference`; each image then takes the order on ``reference``'s side (``f·reference >
+            0``), which also holds for a carrier on an axis, where a fixed half plane splits frames. Until
+            calibrated, as ``"+"``. ``"+"`` takes the order in the half plane ``fx > 0`` (or ``fx = 0, fy >
+            0``), which holds ``+φ`` for ``I ∝ cos(2πf·r + φ)``; ``"-"`` the opposite order (the mirrored
+            convention, or the image turned by 180°). With a fixed ``carrier``, ``"auto"`` takes that order.
         radius: window radius as a fraction of ``|f_c|`` (1/3 holds the object band when ``|f_c| ≥ 3B``).
         pad: zero padding (px) on each side before the FFT, so the circular FFT does not mix opposite
             borders (the window's kernel is about ``1 / radius`` px wide).
@@ -242,22 +250,59 @@ class SidebandInput(InputOp):
         return 4
 
     def __init__(self, in_channels: int, carrier: Literal["auto"] | list[float] = "auto",
-                 sign: Literal["+", "-"] = "+", radius: float = 1.0 / 3.0, pad: int = 16,
+                 sign: Literal["auto", "+", "-"] = "auto", radius: float = 1.0 / 3.0, pad: int = 16,
                  grad_scale: float = 4.0) -> None:
         if in_channels != 1:
             raise ConfigError(f"input op 'sideband' demodulates one hologram channel; in_channels is {in_channels}")
-        if sign not in ("+", "-"):
-            raise ConfigError(f"input op 'sideband': sign is {sign!r}; expected '+' or '-'")
+        if sign not in ("auto", "+", "-"):
+            raise ConfigError(f"input op 'sideband': sign is {sign!r}; expected 'auto', '+' or '-'")
         if carrier != "auto" and not (isinstance(carrier, list | tuple) and len(carrier) == 2):
             raise ConfigError(f"input op 'sideband': carrier is {carrier!r}; expected 'auto' or [fx, fy] in cycles/px")
         if not 0 < radius < 1:
             raise ConfigError(f"input op 'sideband': radius is {radius!r}; expected a fraction of |f_c| in (0, 1)")
         super().__init__(in_channels)
         self.carrier = carrier if carrier == "auto" else tuple(float(c) for c in carrier)
-        self.sign = sign
+        # A fixed carrier names its order: "auto" then takes it as given (as "+").
+        self.sign = "+" if sign == "auto" and carrier != "auto" else sign
         self.radius = float(radius)
         self.pad = int(pad)
         self.grad_scale = float(grad_scale)
+        if self.sign == "auto":
+            self.register_buffer("reference", torch.zeros(2))
+            """(fx, fy) cycles/px of the order that holds +φ, as :meth:`calibrate` found it; zeros: not yet."""
+
+    def upgrade_state(self, state: dict[str, torch.Tensor], prefix: str) -> None:
+        """A checkpoint written before ``sign: auto`` existed has no reference: it loads uncalibrated (as
+        ``"+"``, what it was trained with). Called by :func:`sparseconn.engine.checkpoint.upgraded_state`."""
+        if self.sign == "auto" and prefix + "reference" not in state:
+            state[prefix + "reference"] = torch.zeros(2)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        self.upgrade_state(state_dict, prefix)  # plain load_state_dict of an old state too
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.sign != "auto" or bool(self.reference.abs().sum() > 0)
+
+    def calibrate(self, x: torch.Tensor) -> str | None:
+        """Learn which order holds +φ from holograms (B, 1, H, W): the classical pipeline's choice on each
+        of up to 8 of them (cells are optically denser than the medium: the sign that leaves them above the
+        fitted background, :func:`~tasks.phase_retrieval.classical.retrieve_phase_info`), by majority; the
+        mean carrier of the majority becomes :attr:`reference`. Nothing for ``sign`` ``"+"`` or ``"-"``."""
+        if self.sign != "auto":
+            return None
+        from sparseconn_tasks.phase_retrieval.classical import retrieve_phase_info
+
+        frames = x[:_CALIBRATION_FRAMES, 0].detach().cpu().double().numpy()  # (n, H, W)
+        carriers = np.array([retrieve_phase_info(f, sideband="auto").sideband for f in frames])  # (n, 2)
+        side = np.where(carriers @ carriers[0] >= 0, 1.0, -1.0)  # each +φ order on the first one's side?
+        n, ahead = len(side), int((side > 0).sum())
+        mean = (side[:, None] * carriers).mean(axis=0)  # the carriers, all turned to the first one's side
+        ref = mean if 2 * ahead >= n else -mean  # ties go to the first frame's choice
+        self.reference.copy_(torch.as_tensor(ref, dtype=self.reference.dtype))
+        agree = "1 of 1 frame" if n == 1 else f"{max(ahead, n - ahead)} of {n} frames agree"
+        return f"+φ order at ({ref[0]:+.4f}, {ref[1]:+.4f}) cycles/px ({agree})"
 
     # --- the +1 order -----------------------------------------------------------------------------------
 
@@ -280,7 +325,11 @@ class SidebandInput(InputOp):
         row_peak, row_arg = power.max(dim=2)  # (B, H)
         iy = row_peak.argmax(dim=1)  # (B,)
         ix = row_arg.gather(1, iy[:, None])[:, 0]
-        return fx[0, ix], fy[iy, 0]
+        cx, cy = fx[0, ix], fy[iy, 0]
+        if self.sign == "auto":  # the order on the reference's side (zeros, not calibrated: as found, "+")
+            turn = torch.where(cx * self.reference[0] + cy * self.reference[1] < 0, -1.0, 1.0)
+            cx, cy = cx * turn, cy * turn
+        return cx, cy
 
     def _order(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Holograms (B, H, W) less their means, the carriers ``cx, cy`` and the window's radii ``r_in,
@@ -347,14 +396,15 @@ class SidebandInput(InputOp):
     # --- ramp, piston and gradients ----------------------------------------------------------------------
 
     def _field(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The +1-order field of holograms (B, H, W) (its conjugate for ``sign="-"``) as contiguous real
+        """The +1-order field of holograms (B, H, W) (its conjugate for ``sign="-"``; for ``"auto"`` the
+        order :meth:`find_carrier` turned to the reference's side) as contiguous real
         and imaginary float32 planes: real arithmetic on them exports to ONNX, and on the CPU it runs
         vectorised (on the complex tensor's interleaved parts every op took the slow strided path)."""
         h, w = x.shape[-2:]
         x, cx, cy, r_in, r_out = self._order(x)
         boxed = not _exporting() and x.device.type == "cpu" and (x.shape[0] == 1 or h * w >= _BOXED_MIN_PIXELS)
         field = self._boxed(x, cx, cy, r_in, r_out) if boxed else self._full(x, cx, cy, r_in, r_out)
-        re, im = field.real, field.imag if self.sign == "+" else -field.imag  # "-": the conjugate order
+        re, im = field.real, -field.imag if self.sign == "-" else field.imag  # "-": the conjugate order
         if re.dtype != torch.float32:  # exported: back to float32 after the float64 DFTs
             re, im = re.float(), im.float()
         return re.contiguous(), im.contiguous()

@@ -267,6 +267,12 @@ def test_shipped_config_fast_dev_run_search_on_synthetic_data(tmp_path: Path) ->
     assert r.exit_code == 0, r.output
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best"]["metric"] == "psnr" and np.isfinite(summary["best"]["value"])
+    # The sideband op learned which order holds +φ on the simulator's holograms (its convention is "+":
+    # the order in the half plane fx > 0), on the first training items, and the checkpoint keeps it.
+    note = summary["input_calibration"]
+    assert note.startswith("+φ order at (+") and note.endswith("of 8 frames agree)"), note
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert float(state["input_op.reference"][0]) > 0
     weights = json.loads((run / "connections.jsonl").read_text().splitlines()[-1])["weights"]
     assert len(weights) == 100 and all(0.0 <= w <= 1.0 for w in weights.values())
 

@@ -207,3 +207,51 @@ def test_the_polynomial_atan2_of_the_compiled_layer():
     expected = torch.atan2(y, x)
     got = _atan2_poly(y, x)
     assert torch.allclose(got[:6], expected[:6], atol=3e-7, rtol=0) and got[6:].isnan().all()
+
+
+def _cos_sin(y: torch.Tensor) -> torch.Tensor:
+    return y[:, :2]  # (B, 2, H, W): cos θ, sin θ of the demodulated field
+
+
+def test_sideband_auto_sign_learns_the_order_that_holds_plus_phi_on_a_turned_or_mirrored_microscope():
+    """Turned by 180°, a hologram's +φ order sits at -f: the fixed half plane fx > 0 gives the conjugate
+    field (the demo child then scored below the zero-phase floor); calibrated on such frames, ``auto`` takes
+    the +φ order, so the network sees the field it was trained on."""
+    frames = [_clean(size=128, seed=10 + i) for i in range(3)]
+    x = torch.stack([torch.from_numpy(s.hologram) for s in frames])[:, None]  # (3, 1, 128, 128)
+    turned = torch.flip(x, dims=(-2, -1))
+    op = build_input_op("sideband", 1, {}).eval()
+    assert op.sign == "auto" and not op.calibrated and op.state_dict()["reference"].abs().sum() == 0
+    plus = build_input_op("sideband", 1, {"sign": "+"}).eval()
+    assert torch.equal(op(x), plus(x))  # not calibrated: as "+"
+
+    note = op.calibrate(x)
+    assert op.calibrated and "(3 of 3 frames agree)" in note
+    assert tuple(op.reference.tolist()) == pytest.approx(frames[0].carrier, abs=1.5 / 128)
+    assert torch.equal(op(x), plus(x))  # the simulator's convention is "+"
+
+    op.calibrate(turned)
+    assert tuple(op.reference.tolist()) == pytest.approx(tuple(-c for c in frames[0].carrier), abs=1.5 / 128)
+    back = torch.flip(_cos_sin(op(turned)), dims=(-2, -1))
+    wrong = torch.flip(_cos_sin(plus(turned)), dims=(-2, -1))
+    inner = (..., slice(16, -16), slice(16, -16))  # away from the borders' leakage
+    assert float((back - _cos_sin(plus(x)))[inner].abs().mean()) < 0.05  # the +φ field, turned back
+    assert float((wrong - _cos_sin(plus(x)))[inner].abs().mean()) > 0.2  # "+": the conjugate
+
+
+def test_sideband_auto_sign_is_kept_by_checkpoints_and_old_states_load_uncalibrated():
+    from sparseconn.engine.checkpoint import upgraded_state
+
+    op = build_input_op("sideband", 1, {})
+    op.calibrate(torch.from_numpy(_clean(size=128, seed=4).hologram)[None, None])
+    fresh = build_input_op("sideband", 1, {})
+    fresh.load_state_dict(op.state_dict())
+    assert fresh.calibrated and torch.equal(fresh.reference, op.reference)
+    old = upgraded_state(fresh, {})  # a state written before the op had a reference
+    assert torch.equal(old["reference"], torch.zeros(2))
+    fresh.load_state_dict({})
+    assert not fresh.calibrated
+    # "+" and "-", and a fixed carrier (which names its order), have nothing to calibrate.
+    for params in ({"sign": "+"}, {"sign": "-"}, {"carrier": [0.2, 0.2]}):
+        fixed = build_input_op("sideband", 1, params)
+        assert fixed.calibrated and fixed.calibrate(torch.zeros(1, 1, 64, 64)) is None and not fixed.state_dict()
