@@ -264,7 +264,9 @@ class Trainer:
             scaler.load_state_dict(ckpt["scaler"])
             set_rng_state(ckpt["rng"])
             start, best = ckpt["epoch"] + 1, ckpt["best"]
-        calibration = self._calibrate_input(net, datasets["train"])  # a resumed run's op is (its checkpoint's)
+        # Not on resume: the op keeps what its checkpoint holds (a run begun before the op learned its setting
+        # keeps the setting it was trained with, rather than switching its input mid-training).
+        calibration = None if resume else self._calibrate_input(net, datasets["train"])
         # A resumed run's loggers drop what a run killed between its log lines and its checkpoint logged
         # for the epochs that run again.
         loggers = make_loggers(self.log, self.run_dir, self.stage.value, start if resume else None) \
