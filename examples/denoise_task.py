@@ -99,6 +99,7 @@ class DenoiseTask(Task):
     metric_labels = {"psnr": "PSNR (dB)", "mse": "MSE"}
     fast_dev_run = {"train_size": 8, "val_size": 2, "test_size": 2}
     input_suffixes = (".npy",)
+    output_suffix = ".npy"
 
     def datasets(self, seed: int) -> dict[str, Dataset]:
         c = self.cfg

@@ -21,7 +21,7 @@ with a one-line message.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,12 +115,13 @@ def search(config: Any, out: PathLike | None = None, *, device: str = "auto", re
 
 
 def prune(run: Run | PathLike, threshold: float | None = None, *, redundancy: bool | None = None,
-          checkpoint: str | None = None, out: PathLike | None = None) -> Architecture:
+          checkpoint: str | None = None, out: PathLike | None = None, force: bool = False) -> Architecture:
     """The child architecture from a search run's connection weights; also written to
-    ``RUN/architecture.json`` (or ``out``)."""
+    ``RUN/architecture.json`` (or ``out``: an existing file there is replaced only with ``force``)."""
     from sparseconn.engine.jobs import prune as run_prune
 
-    return run_prune(_path(run), threshold, redundancy, checkpoint, Path(out) if out is not None else None)
+    return run_prune(_path(run), threshold, redundancy, checkpoint, Path(out) if out is not None else None,
+                     force=force)
 
 
 def train(config: Any, arch: Architecture | PathLike | None = None, out: PathLike | None = None, *,
@@ -188,19 +189,24 @@ def evaluate(run: Run | PathLike, *, device: str = "auto", latency: bool = True,
 
 def infer(run: Run | PathLike, inputs: PathLike | Sequence[PathLike], out: PathLike, *, device: str = "auto",
           engine: str = "auto", batch_size: int = 1, max_memory: float = 2048.0,
-          in_flight: int | str = "auto", precision: str = "auto", calibrate: bool = True) -> list[Path]:
+          in_flight: int | str = "auto", precision: str = "auto", calibrate: bool = True,
+          force: bool = False) -> list[Path]:
     """Predict every frame of the input files (or folders) with a run's model; one output file per input
     file in ``out``. Returns the files written. The options are ``sparseconn infer``'s: ``max_memory`` MB
     of float32 input frames a batch may hold; ``in_flight`` batches running at once on CUDA (``auto``: 4
     there, 1 on the CPU); ``precision`` ``auto`` (bf16 where the hardware has it natively), ``fp32`` or
     ``bf16``; ``calibrate`` fits the input op to the first frames (the phase task: which sideband holds +φ
-    on these holograms), False keeps what it learned in training."""
+    on these holograms), False keeps what it learned in training. An output that would replace an input
+    is refused, and so is one that already exists unless ``force``."""
     from sparseconn.engine.deploy import infer as run_infer
 
-    items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+    items: list[Any] = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs) \
+        if isinstance(inputs, Iterable) else [inputs]
+    if not all(isinstance(p, str | os.PathLike) for p in items):
+        raise SparseconnError(f"inputs must be a path or a list of paths (files or folders), got {inputs!r}")
     return run_infer(_path(run), [Path(p) for p in items], Path(out), _options(device, progress=False),
                      batch_size=batch_size, max_memory=max_memory, engine=engine, in_flight=in_flight,
-                     precision=precision, calibrate=calibrate)
+                     precision=precision, calibrate=calibrate, force=force)
 
 
 def draw(source: Run | Architecture | PathLike, out: PathLike, formats: Sequence[str] = ("svg", "png")) -> list[Path]:

@@ -50,6 +50,67 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (the folder a new path would be created in)."""
+    for p in (path, *path.parents):
+        if p.exists():
+            return p
+    return Path(".")
+
+
+def _writable(folder: Path) -> bool:
+    """Whether this process may create files in ``folder``."""
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _check_creatable(target: Path, option: str) -> None:
+    """Refuse a ``target`` whose folder cannot be made or written: an ancestor that is a file, or a
+    folder this process may not write into (``option`` names the setting in the message)."""
+    base = _nearest_existing(target.parent)
+    if not base.is_dir():
+        raise SparseconnError(f"{option} {str(target)!r}: {str(base)!r} is a file, not a folder")
+    if not _writable(base):
+        raise SparseconnError(f"cannot write {str(target)!r}: {str(base)!r} is not writable (Permission denied)")
+
+
+def check_out_file(path: str | os.PathLike[str], *, force: bool = False, option: str = "--out") -> Path:
+    """Check, before any work, that a file can be written at ``path``: not a folder, in a folder that can
+    be made and written, and (without ``force``) no file already there, so that a finished export or
+    architecture never replaces what the user had. Returns ``path``; one-line errors otherwise."""
+    target = Path(path)
+    if target.is_dir():
+        raise SparseconnError(f"{option} {str(target)!r} is a folder; expected the path of a file to write")
+    if target.exists() and not force:
+        raise SparseconnError(f"{option} {str(target)!r} already exists; choose another {option} or pass --force "
+                              "to overwrite it")
+    _check_creatable(target, option)
+    return target
+
+
+def check_out_folder(path: str | os.PathLike[str], *, option: str = "--out", what: str = "a folder") -> Path:
+    """Check, before any work, that ``path`` is or can become a folder this process writes into (not a
+    file, no file among its ancestors, writable). Returns ``path``; one-line errors otherwise."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise SparseconnError(f"{option} {str(folder)!r} is a file; expected {what}")
+    if folder.is_dir():
+        if not _writable(folder):
+            raise SparseconnError(f"cannot write into {str(folder)!r}: Permission denied")
+    else:
+        _check_creatable(folder, option)
+    return folder
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an operating-system error the checks did not foresee (a disk that filled up, a
+    folder made read-only mid-run): the file and the system's reason, e.g. ``cannot write '/x':
+    Permission denied``. Reading errors are reported where files are read, so what reaches here is a
+    write."""
+    name = exc.filename2 if exc.filename2 is not None else exc.filename  # os.replace(tmp, target): the target
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"cannot write {str(name)!r}: {reason}" if name is not None else f"cannot write: {reason}"
+
+
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[Any]], None], binary: bool = False) -> Path:
     """Call ``writer(fh)`` on a temporary file, fsync it, and rename it to ``path``."""
     with atomic_path(path) as tmp:

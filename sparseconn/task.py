@@ -66,6 +66,10 @@ class Task:
     """``task.*`` overrides (dotted keys below ``task``) that shrink the data for ``--fast-dev-run``."""
     input_suffixes: ClassVar[tuple[str, ...]] = (".tif", ".tiff", ".png", ".npy")
     """File types ``infer`` picks up from a folder (lower case)."""
+    output_suffix: ClassVar[str | None] = None
+    """The suffix :meth:`write_frames` gives an output file (``".tif"``: input ``a.png`` -> ``a.tif``), so
+    that ``infer`` can check before any work that no output replaces an input or an existing file. None
+    (unknown): ``infer`` takes any file ``STEM.*`` in the output folder for one it may replace."""
     metric_labels: ClassVar[dict[str, str]] = {}
     """How reports print metric names (e.g. ``{"miou": "mIoU"}``); unlisted names print as they are."""
     display_names: ClassVar[dict[str, str]] = {"supernet": "supernet", "child": "child"}

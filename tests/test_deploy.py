@@ -245,6 +245,50 @@ def test_every_input_is_checked_before_any_work(run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_infer_never_writes_over_its_own_inputs_even_with_force(run, tmp_path):
+    files = write_frames(tmp_path / "in", [(32, 32), (40, 24)])
+    before = [f.read_bytes() for f in files]
+    (tmp_path / "link").symlink_to(tmp_path / "in")  # the same folder by another name: paths are resolved
+    for out in (tmp_path / "in", tmp_path / "link"):
+        for force in ((), ("--force",)):
+            one_line_error("infer", run, tmp_path / "in", "--out", out, "--device", "cpu", *force,
+                           names=("f00.npy", "over the input", "another --out"))
+    one_line_error("infer", run, files[1], "--out", tmp_path / "in", "--device", "cpu", names=("f01.npy", "input"))
+    assert [f.read_bytes() for f in files] == before and sorted(p.name for p in (tmp_path / "in").iterdir()) == [
+        "f00.npy", "f01.npy"]
+
+
+def test_infer_replaces_existing_outputs_only_with_force(run, tmp_path):
+    import sparseconn as sc
+
+    files = write_frames(tmp_path / "in", [(32, 32), (40, 24)])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "f01.npy").write_bytes(b"an earlier result")
+    (out / "notes.txt").write_text("kept")
+    one_line_error("infer", run, tmp_path / "in", "--out", out, "--device", "cpu",
+                   names=(out / "f01.npy", "already exists", "--force"))
+    assert (out / "f01.npy").read_bytes() == b"an earlier result" and not (out / "f00.npy").exists()
+    with pytest.raises(deploy.SparseconnError, match="f01.npy already exists"):
+        sc.infer(run, files, out, device="cpu")
+    ok("infer", run, tmp_path / "in", "--out", out, "--device", "cpu", "--engine", "reference", "--force")
+    for f in files:
+        np.testing.assert_allclose(np.load(out / f.name), expected(run, f), rtol=1e-5, atol=1e-6)
+    assert (out / "notes.txt").read_text() == "kept"
+    written = sc.infer(run, files, out, device="cpu", engine="reference", force=True)
+    assert [p.name for p in written] == ["f00.npy", "f01.npy"]
+
+
+def test_infer_with_no_inputs_or_inputs_that_are_not_paths_is_one_line(run, tmp_path):
+    import sparseconn as sc
+
+    with pytest.raises(deploy.SparseconnError, match="^no inputs given"):
+        sc.infer(run, [], tmp_path / "out", device="cpu")
+    with pytest.raises(deploy.SparseconnError, match="^inputs must be a path or a list of paths.*got 5$"):
+        sc.infer(run, 5, tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()
+
+
 # -- export ----------------------------------------------------------------------------------------------
 
 def eager(run: Path, x: torch.Tensor) -> np.ndarray:

@@ -54,6 +54,7 @@ if "toy" not in TASKS:
         primary_metric = "mse"
         higher_is_better = False
         metric_names = ("mse",)
+        output_suffix = ".npy"
         fast_dev_run = {"train_size": 8}
 
         def datasets(self, seed: int) -> dict[str, Dataset]:

@@ -34,9 +34,13 @@ def infer_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoint
                                              help="Fit the input op to the first frames (the phase task: which "
                                                   "sideband holds +φ on this microscope); off: keep what it "
                                                   "learned in training."),
+              force: bool = typer.Option(False, "--force",
+                                         help="Overwrite output files that already exist in --out (never an "
+                                              "input file)."),
               quiet: bool = QUIET) -> None:
     """Run a trained model on inputs of any size, streamed; one output file per input, in the task's format
-    (phase maps: float32 TIFF in radians; segmentation: palette PNG label maps)."""
+    (phase maps: float32 TIFF in radians; segmentation: palette PNG label maps). An output that would
+    replace an input is refused, and so is one that exists already unless --force."""
     from sparseconn.engine.deploy import check_engine, infer, parse_batch_size, parse_in_flight, parse_max_memory
     from sparseconn.engine.fastpath import parse_precision
 
@@ -45,7 +49,7 @@ def infer_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoint
     opts = run_options(device, False, quiet)
     written = infer(model, inputs, out, opts, batch_size=n, max_memory=mb, engine=engine,
                     in_flight=parse_in_flight(in_flight, opts.device), precision=precision, calibrate=calibrate,
-                    log=typer.echo)
+                    log=typer.echo, force=force)
     typer.echo(f"wrote {len(written)} file(s) to {out}")
 
 
@@ -65,6 +69,7 @@ def export_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoin
                                                help="ONNX for one frame of --size only (much quicker to "
                                                     "export; runtimes such as TensorRT prefer it); the frame "
                                                     "goes in unpadded, at any --size."),
+               force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
                ) -> None:
     """Export a trained model as ONNX or TorchScript for any input size."""
     from sparseconn.engine.deploy import FORMATS, export, parse_tolerance
@@ -76,5 +81,6 @@ def export_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoin
     tol = parse_tolerance(tolerance)
     base = model if model.is_dir() else model.parent
     target = out or base / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
-    written = export(model, fmt, target, size, check=check, tolerance=tol, log=typer.echo, fixed_size=fixed_size)
+    written = export(model, fmt, target, size, check=check, tolerance=tol, log=typer.echo, fixed_size=fixed_size,
+                     force=force)
     typer.echo(f"wrote {written}")

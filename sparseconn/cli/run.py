@@ -57,11 +57,12 @@ def prune_cmd(run: Path = typer.Argument(..., help="A search run folder (or a su
               redundancy: bool = typer.Option(None, "--redundancy/--no-redundancy",
                                               help="SparseMask's redundancy clean-ups."),
               which: str = typer.Option(None, "--checkpoint", help="best or last (default: prune.checkpoint)."),
-              out: Path = typer.Option(None, "--out", help="Where to write (default: RUN/architecture.json).")) -> None:
+              out: Path = typer.Option(None, "--out", help="Where to write (default: RUN/architecture.json)."),
+              force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file.")) -> None:
     """Derive architecture.json from the learned connection weights."""
     from sparseconn.engine.jobs import prune
 
-    arch = prune(run, threshold, redundancy, which, out)
+    arch = prune(run, threshold, redundancy, which, out, force=force)
     typer.echo(f"{len(arch.connections)} of {len(arch.candidates)} connections kept; removed stages: "
                f"{', '.join(arch.removed_stages) or 'none'}")
 

@@ -15,6 +15,7 @@ device, and each output comes back to the host when its turn to be written comes
 from __future__ import annotations
 
 import contextlib
+import glob
 import importlib.util
 import io
 import logging
@@ -34,7 +35,7 @@ from sparseconn.engine.jobs import RunOptions
 from sparseconn.engine.loading import load_model, make_task
 from sparseconn.engine.progress import CountProgress
 from sparseconn.errors import DataError, SparseconnError
-from sparseconn.fileio import atomic_path
+from sparseconn.fileio import atomic_path, check_out_file, check_out_folder
 from sparseconn.inputs import InputOp, calibrate_input_op
 from sparseconn.ops import pool_weights
 from sparseconn.task import Task
@@ -129,6 +130,30 @@ def _expand(inputs: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
                             "folder; infer them into separate --out folders")
         seen[f.stem] = f
     return files
+
+
+def _outputs(task: Task, files: list[Path], out: Path, force: bool) -> None:
+    """Refuse, before any work, outputs that would replace an input file (compared as resolved paths, even
+    with ``force``) or, without ``force``, any file already in ``out``.
+
+    A task that names its output type (:attr:`~sparseconn.task.Task.output_suffix`) writes
+    ``out/STEM.SUFFIX`` for an input ``STEM.*``; for one that does not, every file ``out/STEM.*`` may be
+    the one written."""
+    inputs = {f.resolve() for f in files}
+    targets: list[tuple[Path, Path]] = []
+    for f in files:
+        if task.output_suffix is not None:
+            found = [out / f"{f.stem}{task.output_suffix}"]
+        else:
+            found = sorted(q for q in out.glob(f"{glob.escape(f.stem)}.*") if q.stem == f.stem) if out.is_dir() else []
+        targets += [(f, t) for t in found]
+    for f, t in targets:
+        if t.resolve() in inputs:
+            raise DataError(f"the output of {f} would be written over the input {t}; choose another --out folder")
+    if not force:
+        for _, t in targets:
+            if t.exists():
+                raise DataError(f"{t} already exists; choose another --out folder or pass --force to overwrite it")
 
 
 def _frames(task: Task, files: list[Path], counts: list[int | None], in_channels: int, max_memory: float
@@ -300,9 +325,12 @@ def _predictions_of(stream: Iterator[tuple[int, np.ndarray | None]], index: int)
 
 def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOptions(), *, batch_size: int = 1,
           max_memory: float = DEFAULT_MAX_MEMORY_MB, engine: str = "auto", in_flight: int | str | None = None,
-          precision: str = "auto", calibrate: bool = True, log: Callable[[str], None] | None = None
-          ) -> list[Path]:
+          precision: str = "auto", calibrate: bool = True, log: Callable[[str], None] | None = None,
+          force: bool = False) -> list[Path]:
     """Predict every frame of every input (files or folders) and write one output file per input file.
+
+    Before any frame is read, every input is checked, and so is every output: none may replace an input
+    file, and without ``force`` none may replace a file already in ``out``.
 
     Args:
         batch_size: frames run at once (consecutive frames of one size).
@@ -317,7 +345,10 @@ def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOpti
             (:meth:`~sparseconn.inputs.InputOp.calibrate`; the phase task's sideband op: which order holds
             +φ on these holograms); False keeps what the op learned in training.
         log: called with the engine's one-line description (and the calibration's, where there is one).
+        force: overwrite output files that already exist (never an input file).
     """
+    if not inputs:
+        raise DataError("no inputs given: expected input files or folders")
     batch_size = parse_batch_size(batch_size)
     max_memory = parse_max_memory(max_memory)
     check_engine(engine)
@@ -327,9 +358,8 @@ def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOpti
     lm = load_model(model)
     task = make_task(lm.cfg)
     files = _expand(inputs, task.input_suffixes)  # check every input before any work
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {str(out)!r} is a file; expected a folder")
+    out = check_out_folder(out)
+    _outputs(task, files, out, force)
     counts = [task.frame_count(f) for f in files]
     total = sum(c for c in counts if c is not None) if None not in counts else None
     net = lm.net.to(opts.device).eval()
@@ -457,7 +487,7 @@ def check_sizes(size: tuple[int, int], stride: int) -> list[tuple[int, int]]:
 
 def export(model: Path, fmt: str, out: Path, size: tuple[int, int] = (256, 256), *, check: bool = False,
            tolerance: float = EXPORT_TOLERANCE, log: Callable[[str], None] | None = None,
-           fixed_size: bool = False) -> Path:
+           fixed_size: bool = False, force: bool = False) -> Path:
     """Export the model as ONNX or TorchScript for inputs of any height and width that are multiples of the
     network's stride (and any batch size in ONNX), traced at ``size`` padded to the stride (at least two
     strides a side).
@@ -471,6 +501,9 @@ def export(model: Path, fmt: str, out: Path, size: tuple[int, int] = (256, 256),
     time; ``check`` then runs that size. A model that runs at any size (``any_size``: every GraphNet and the
     U-Net) is traced at ``size`` itself, its padding after the input op inside the file, so frames of any
     ``size`` go in unpadded; other models at ``size`` padded to the stride.
+
+    ``out`` is checked before the export: an existing file is replaced only with ``force``, and never
+    when it is the checkpoint the model is read from.
     """
     if fmt not in FORMATS:
         raise SparseconnError(f"--format must be onnx or torchscript, got {fmt!r}")
@@ -479,7 +512,10 @@ def export(model: Path, fmt: str, out: Path, size: tuple[int, int] = (256, 256),
     tolerance = parse_tolerance(tolerance)
     if fmt == "onnx":
         _require("onnx", "onnxscript", *(("onnxruntime",) if check else ()))
+    out = check_out_file(out, force=force)
     lm = load_model(model)
+    if out.resolve() == Path(lm.path).resolve():
+        raise SparseconnError(f"--out {str(out)!r} is the checkpoint the model is read from; choose another --out")
     net = lm.net.cpu().eval()
     stride = max_stride(net)
     fixed = fixed_size and fmt == "onnx"
@@ -489,7 +525,6 @@ def export(model: Path, fmt: str, out: Path, size: tuple[int, int] = (256, 256),
         traced = tuple(max(2 * stride, n + (-n) % stride) for n in size)
     # two frames: the batch size stays free
     x = torch.randn(1 if fixed else 2, lm.cfg.space.in_channels, *traced)
-    out = Path(out)
     with atomic_path(out) as tmp:
         if fmt == "onnx":
             _export_onnx(net, x, stride, tmp, free=not fixed)

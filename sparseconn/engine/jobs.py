@@ -17,6 +17,7 @@ What each job writes into its run folder (the layout: :mod:`sparseconn.engine.ru
 
 from __future__ import annotations
 
+import math
 import random
 import warnings
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from sparseconn.engine.loading import load_supernet, make_task
 from sparseconn.engine.rundir import check_run_membership, config_of, prepare_run_dir, read_checkpoint, run_folder_of
 from sparseconn.engine.trainer import Trainer
 from sparseconn.errors import CheckpointError, SparseconnError
-from sparseconn.fileio import atomic_write_json
+from sparseconn.fileio import atomic_write_json, check_out_file
 from sparseconn.models import build_model, display_name
 from sparseconn.network import build_child, build_supernet
 from sparseconn.pruning import derive
@@ -128,10 +129,28 @@ def search(cfg: RunConfig, out: Path, opts: RunOptions = RunOptions(), ckpt_pref
     return summary
 
 
+def check_threshold(value: Any) -> float:
+    """A pruning threshold given outside a config (``prune --threshold``): a finite number >= 0, as the
+    config's ``prune.threshold`` must be."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    if not ok:
+        raise SparseconnError(f"--threshold must be a finite number >= 0 (a connection weight), got {value!r}")
+    return float(value)
+
+
 def prune(run: Path, threshold: float | None = None, redundancy: bool | None = None, which: str | None = None,
-          out: Path | None = None) -> Architecture:
-    """Derive ``architecture.json`` from a search run's connection weights (best checkpoint by default)."""
+          out: Path | None = None, force: bool = False) -> Architecture:
+    """Derive ``architecture.json`` from a search run's connection weights (best checkpoint by default).
+
+    Written to ``out`` when given (refused, before any reading, when a file is there already, unless
+    ``force``), else to the run folder's ``architecture.json`` (replaced: it is prune's own file)."""
     run = Path(run)
+    if threshold is not None:
+        threshold = check_threshold(threshold)
+    if which is not None and which not in ("best", "last"):
+        raise SparseconnError(f"--checkpoint must be best or last, got {which!r}")
+    if out is not None:
+        check_out_file(out, force=force)
     probe, probe_ckpt = read_checkpoint(run, "last", kind="supernet" if run.is_dir() else None)
     check_run_membership(probe, probe_ckpt)
     cfg = config_of(probe_ckpt, probe)

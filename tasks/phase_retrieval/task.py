@@ -183,6 +183,7 @@ class PhaseRetrievalTask(Task):
     primary_metric = "psnr"
     higher_is_better = True
     metric_names = ("psnr", "ssim", "rmse_rad")
+    output_suffix = ".tif"  # write_frames: a float32 TIFF of radians
     fast_dev_run = {"data.train_size": 8, "data.val_size": 2, "data.test_size": 2, "data.cross_domain_size": 2}
     metric_labels = {"psnr": "PSNR (dB)", "ssim": "SSIM", "rmse_rad": "RMSE (rad)"}
     display_names = {"supernet": "super-PRNet", "child": "NAS-PRNet"}

@@ -135,6 +135,7 @@ class SegmentationTask(Task):
     metric_names = ("miou", "pixel_acc")
     fast_dev_run = {"data.train_size": 8, "data.val_size": 2, "data.test_size": 2}
     input_suffixes = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+    output_suffix = ".png"  # write_output: a palette PNG
     metric_labels = {"miou": "mIoU", "pixel_acc": "pixel acc."}
     display_names = {"supernet": "SparseMask supernet", "child": "SparseMask child"}
 
