@@ -1,11 +1,15 @@
-"""User errors reach the terminal as their own one line, also when raised in a DataLoader worker."""
+"""User errors reach the terminal as their own one line, also when raised in a DataLoader worker, and so do
+operating-system errors from writing the output (a read-only folder, a full disk)."""
 
 from __future__ import annotations
 
+import pytest
 from torch.utils.data import DataLoader, Dataset
+from typer.testing import CliRunner
 
 from sparseconn.cli.common import one_line
 from sparseconn.errors import DataError
+from tests.clitools import one_line_error
 
 MESSAGE = "/data/VOC2012/SegmentationClass/2007_000032.png: label value 40 is not a class (0..20) or 255"
 
@@ -31,3 +35,33 @@ def test_an_error_from_a_dataloader_worker_keeps_its_message():
 def test_one_line_keeps_the_first_line_of_an_ordinary_message():
     assert one_line(DataError("first line\nsecond line")) == "first line"
     assert one_line(DataError("")) == "DataError"
+
+
+def _failing_command(exc: OSError):
+    """A one-command CLI, wrapped as every command is, whose work raises ``exc``."""
+    import typer
+
+    from sparseconn.cli.common import handle_errors
+
+    app = typer.Typer()
+
+    @app.command()
+    @handle_errors
+    def write() -> None:
+        raise exc
+
+    return app
+
+
+@pytest.mark.parametrize(("exc", "line"), [
+    (PermissionError(13, "Permission denied", "/data/phases/a.tif"),
+     "error: cannot write '/data/phases/a.tif': Permission denied"),
+    (OSError(28, "No space left on device", "/data/phases/a.tif"),
+     "error: cannot write '/data/phases/a.tif': No space left on device"),
+    # os.replace(temporary file, target) onto a folder: the target is the file the user named
+    (IsADirectoryError(21, "Is a directory", "/data/.a.json.x1.tmp.json", None, "/data/a.json"),
+     "error: cannot write '/data/a.json': Is a directory"),
+])
+def test_an_os_error_while_writing_is_one_line_naming_the_file(exc, line):
+    result = CliRunner().invoke(_failing_command(exc), [])
+    assert one_line_error(result) == line

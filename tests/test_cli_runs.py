@@ -398,6 +398,73 @@ def test_a_file_that_is_not_a_checkpoint(search_run, odd_input, kind, tmp_path):
 
 # -- code rule ---------------------------------------------------------------------------------------------
 
+# -- output paths: never written over, never a traceback -------------------------------------------------
+
+def test_an_out_path_under_a_file_or_onto_a_folder_is_one_line_before_any_work(config, search_run, train_run,
+                                                                               tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    fast = ("--fast-dev-run", "--device", "cpu", "--quiet")
+    refused("search", config, "--out", afile, *fast, names=(afile, "is a file"))
+    refused("search", config, "--out", afile / "run", *fast, names=(afile, "is a file"))
+    refused("pipeline", config, "--out", afile, *fast, names=(afile, "is a file"))
+    refused("draw", search_run, "--out", afile, names=(afile, "is a file"), untouched=(search_run,))
+    refused("prune", search_run, "--out", empty, names=(empty, "is a folder"), untouched=(search_run,))
+    refused("export", train_run, "--format", "torchscript", "--out", empty, names=(empty, "is a folder"),
+            untouched=(train_run,))
+    assert afile.read_text() == "keep me" and list(empty.iterdir()) == []
+
+
+def test_a_read_only_out_folder_is_one_line_before_any_work(config, search_run, train_run, odd_input, tmp_path,
+                                                            monkeypatch):
+    """A folder the process may not write into (as a user who does not own it; the tests run as anyone,
+    so the permission check is made to say no for it) stops every writing command before its work."""
+    from sparseconn import fileio
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    monkeypatch.setattr(fileio, "_writable", lambda folder: Path(folder).resolve() != ro.resolve())
+    commands = [("search", config, "--fast-dev-run", "--device", "cpu", "--out", ro / "run"),
+                ("infer", train_run, odd_input, "--device", "cpu", "--out", ro / "pred"),
+                ("infer", train_run, odd_input, "--device", "cpu", "--out", ro),
+                ("export", train_run, "--format", "torchscript", "--out", ro / "m.pt"),
+                ("draw", search_run, "--out", ro / "figures"),
+                ("prune", search_run, "--out", ro / "architecture.json")]
+    for args in commands:
+        refused(*args, names=("cannot write", ro, "Permission denied"), untouched=(search_run, train_run))
+    assert list(ro.iterdir()) == []
+
+
+def test_prune_out_refuses_an_existing_file_unless_forced(search_run, tmp_path):
+    target = tmp_path / "mine.json"
+    target.write_text("{}")
+    refused("prune", search_run, "--out", target, names=(target, "already exists", "--force"),
+            untouched=(search_run,))
+    assert target.read_text() == "{}"
+    ok("prune", search_run, "--out", target, "--force")
+    assert Architecture.load(target).connections
+
+
+def test_export_refuses_an_existing_file_unless_forced_and_its_own_checkpoint_always(train_run, tmp_path):
+    run = copy_run(train_run, tmp_path / "R")
+    best = run / "checkpoints" / "best.pt"
+    refused("export", run, "--format", "torchscript", "--out", best, names=(best, "already exists", "--force"),
+            untouched=(run,))
+    refused("export", run, "--format", "torchscript", "--out", best, "--force", names=(best, "checkpoint"),
+            untouched=(run,))
+    # the default file is where the help says it is, and a second export does not replace it silently
+    assert "model.torchscript.pt" in cli("export", "--help").output
+    ok("export", run, "--format", "torchscript", "--size", "32", "32")
+    exported = run / "model.torchscript.pt"
+    first = exported.stat().st_ino
+    refused("export", run, "--format", "torchscript", "--size", "32", "32", names=(exported, "--force"),
+            untouched=(run,))
+    ok("export", run, "--format", "torchscript", "--size", "32", "32", "--force")
+    assert exported.stat().st_ino != first  # replaced (atomically: a new file renamed over the old)
+
+
 def test_every_torch_load_is_weights_only():
     """``torch.load`` anywhere in the package passes ``weights_only=True`` (no pickled code is run)."""
     calls = []

@@ -18,6 +18,7 @@ from sparseconn.engine.distributed import DistInfo, init_distributed
 from sparseconn.engine.jobs import RunOptions
 from sparseconn.engine.rundir import new_run_dir
 from sparseconn.errors import SparseconnError
+from sparseconn.fileio import check_out_folder
 from sparseconn.task import TASKS
 
 CONFIG_HELP = ("Run config: a YAML file, or the name of a bundled config (e.g. phase_retrieval for the installed "
@@ -73,6 +74,8 @@ def start_run(config: Path, overrides: list[str] | None, seed: int | None, fast:
         print_config(cfg)
         return None
     check_resume(out, resume)
+    if out is not None and not resume:
+        check_out_folder(out, what="a run folder (new or empty)")  # before the data and model are built
     return config, cfg
 
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar, cast
 import typer
 
 from sparseconn.errors import SparseconnError
+from sparseconn.fileio import os_error_message
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -73,7 +74,9 @@ def _finish_distributed() -> None:
 
 
 def handle_errors(fn: F) -> F:
-    """Turn user errors into one-line messages with exit code 2 (no traceback)."""
+    """Turn user errors into one-line messages with exit code 2 (no traceback): a
+    :class:`SparseconnError`, and an ``OSError`` from writing the output (naming the file and the system's
+    reason), which the commands' own checks of ``--out`` did not foresee."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -81,6 +84,8 @@ def handle_errors(fn: F) -> F:
             result = fn(*args, **kwargs)
         except SparseconnError as exc:
             raise fail(one_line(exc)) from None
+        except OSError as exc:  # a folder that is a file, a read-only disk: the path and the reason, one line
+            raise fail(os_error_message(exc)) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None

@@ -57,7 +57,9 @@ def infer_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoint
 @handle_errors
 def export_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoint."),
                fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
-               out: Path = typer.Option(None, "--out", "-o", help="Output file (default: model.onnx / model.pt)."),
+               out: Path = typer.Option(None, "--out", "-o",
+                                        help="Output file (default: model.onnx or model.torchscript.pt in the run "
+                                             "folder, or beside the checkpoint file given)."),
                size: tuple[int, int] = typer.Option((256, 256), "--size",
                                                     help="Input size (H W) to trace at; the file runs at any "
                                                          "multiple of the stride."),

@@ -21,6 +21,7 @@ from typing import Any
 from sparseconn.architecture import Architecture
 from sparseconn.config import load_space_config, read_yaml
 from sparseconn.errors import SparseconnError
+from sparseconn.fileio import check_out_folder
 from sparseconn.space import SearchSpace
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
@@ -198,4 +199,5 @@ def draw_source(source: str | os.PathLike[str], out: str | os.PathLike[str],
     """Draw a config (``candidates.*``: its candidate graph), an ``architecture.json``
     (``connections.*``: the candidates beside the child; ``child.*``) or a run folder (those and
     ``trajectories.*``) into ``out``; returns the files written."""
+    check_out_folder(out)
     return write_jobs(drawing_jobs(source, formats), out)

@@ -71,8 +71,11 @@ def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, dist: DistInfo, mar
         return
     # Every rank checks the folder before anyone writes (the barrier), so all ranks fail together
     # instead of rank 0 raising while the others wait for it; then only rank 0 writes.
-    occupied = out.exists() and any(out.iterdir())
+    is_file = out.exists() and not out.is_dir()
+    occupied = out.is_dir() and any(out.iterdir())
     barrier(dist)
+    if is_file:
+        raise SparseconnError(f"--out {str(out)!r} is a file; expected a run folder (new or empty)")
     if occupied:
         raise SparseconnError(f"{out} already holds files; choose another --out or pass --resume to continue")
     if dist.is_main:

@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from sparseconn.errors import DataError
+from sparseconn.fileio import check_out_folder
 from sparseconn.registry import CLI_EXTENSIONS
 
 
@@ -38,6 +39,9 @@ def _progress(label: str, total: int, quiet: bool) -> Iterator[Callable[[int], N
 
 
 def _refuse_existing(folder: Path, force: bool) -> None:
+    """Refuse, before any work, a ``--out`` that cannot be written (a file, read-only) or, without
+    ``force``, one that already holds files."""
+    check_out_folder(folder)
     if force or not folder.is_dir():
         return
     if any(f for f in folder.iterdir() if not f.name.startswith(".")):
@@ -119,6 +123,7 @@ def add_data_commands(app: typer.Typer) -> None:
             raise DataError(f"--filter-radius must be in (0, 0.5) cycles/px, got {filter_radius}")
         chosen = _parse_sideband(sideband)
         total = len(index_images(raw_dir / "interferograms", IMAGE_SUFFIXES))
+        check_out_folder(out)
         _refuse_existing(out / "phases", force)
         # Warnings are collected and printed after the progress bar, one "warning:" line each (as
         # `evaluate` prints its notes), instead of Python's two-line file:line format inside the bar.
