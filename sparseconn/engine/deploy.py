@@ -364,6 +364,7 @@ def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOpti
     total = sum(c for c in counts if c is not None) if None not in counts else None
     net = lm.net.to(opts.device).eval()
     progress = CountProgress("infer frames", total, enabled=opts.progress)
+    made = [p for p in (out, *out.parents) if not p.exists()]  # removed again if nothing gets written
     try:
         if calibrate:  # a first pass over the first frames, then the stream from the start
             note = _calibrate(net, _frames(task, files, counts, lm.cfg.space.in_channels, max_memory), max_memory,
@@ -381,6 +382,13 @@ def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOpti
             if left:
                 raise RuntimeError(f"{type(task).__name__}.write_frames wrote {written[-1]} without taking its "
                                    f"last {left} frame(s)")
+    except BaseException:
+        for folder in made:  # innermost first; only folders this call made and left empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     finally:
         progress.close()
     return written

@@ -104,6 +104,25 @@ def _as_float(arr: np.ndarray, where: Path | str, integer_ok: bool = True) -> np
     return arr
 
 
+MIN_HOLOGRAM_SIDE = 8
+"""The smallest height and width of a hologram that is demodulated: in a smaller frame the carrier search
+finds no bin outside its DC disk (a 3x5 frame: ZeroDivisionError in the classical pipeline, NaN from the
+network), and a few pixels hold no fringe pattern anyway."""
+
+
+def check_hologram(image: np.ndarray, where: Path | str) -> np.ndarray:
+    """``image`` (H, W) if fringes can be demodulated from it: at least :data:`MIN_HOLOGRAM_SIDE` px a side
+    and not constant (an all-zero or saturated frame has no sideband: the pipeline would divide by zero,
+    the network write NaN). Else :class:`DataError` naming ``where`` and why."""
+    h, w = image.shape[-2:]
+    if min(h, w) < MIN_HOLOGRAM_SIDE:
+        raise DataError(f"{where}: is {h}x{w} px (H x W); expected a hologram of at least "
+                        f"{MIN_HOLOGRAM_SIDE}x{MIN_HOLOGRAM_SIDE}")
+    if not np.ptp(image) > 0:
+        raise DataError(f"{where}: is constant ({float(image.flat[0]):g} everywhere): no fringes to demodulate")
+    return image
+
+
 def _is_tiff(path: Path) -> bool:
     return path.suffix.lower() in (".tif", ".tiff")
 
@@ -126,16 +145,18 @@ def count_frames(path: str | os.PathLike[str]) -> int:
     return n
 
 
-def iter_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
+def iter_frames(path: str | os.PathLike[str], *, hologram: bool = False) -> Iterator[np.ndarray]:
     """The frames of an image file, (H, W) float32 each, read one at a time.
 
     A TIFF with several pages is a stack: each page is a frame, read only when asked for, so a long
     stack is never held whole. Any other file (a single-page TIFF too) is one frame, read by
-    :func:`read_image`. Pages are checked like single images (one channel, integers scaled, finite).
+    :func:`read_image`. Pages are checked like single images (one channel, integers scaled, finite);
+    with ``hologram`` each frame is also checked by :func:`check_hologram` (a page named by its number).
     """
     p = Path(path)
     if count_frames(p) == 1:
-        yield read_image(p)
+        image = read_image(p)
+        yield check_hologram(image, p) if hologram else image
         return
     try:
         tif = tifffile.TiffFile(p)
@@ -148,7 +169,8 @@ def iter_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
                 page = tif.pages[i].asarray()
             except Exception as exc:
                 raise DataError(f"{where}: cannot read the page ({type(exc).__name__}: {_one_line(exc)})") from exc
-            yield _as_float(_squeeze_channels(np.asarray(page), where), where)
+            image = _as_float(_squeeze_channels(np.asarray(page), where), where)
+            yield check_hologram(image, where) if hologram else image
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:

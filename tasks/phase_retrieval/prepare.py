@@ -30,7 +30,13 @@ from sparseconn_tasks.phase_retrieval.classical import (
     retrieve_phase_info,
 )
 from sparseconn_tasks.phase_retrieval.data import background_path, default_split, read_split
-from sparseconn_tasks.phase_retrieval.imageio_ import IMAGE_SUFFIXES, index_images, read_image, write_tiff
+from sparseconn_tasks.phase_retrieval.imageio_ import (
+    IMAGE_SUFFIXES,
+    check_hologram,
+    index_images,
+    read_image,
+    write_tiff,
+)
 from sparseconn_tasks.phase_retrieval.simulate import SimConfig, simulate
 
 from sparseconn.errors import DataError
@@ -166,7 +172,7 @@ def make_ground_truth(raw_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     carrier: tuple[float, float] | None = None
     frames: dict[str, dict[str, object]] = {}
     for k, (name, holo_path) in enumerate(holos.items(), start=1):
-        holo = read_image(holo_path)
+        holo = check_hologram(read_image(holo_path), holo_path)
         bg_path = background_path(raw, name)
         bg = None
         if bg_path is not None:

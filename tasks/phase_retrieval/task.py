@@ -234,8 +234,10 @@ class PhaseRetrievalTask(Task):
         return write_tiff(Path(path).with_suffix(".tif"), np.asarray(output, dtype=np.float32)[0] * self.phase_range)
 
     def iter_frames(self, path: Path) -> Iterator[np.ndarray]:
-        """Each page of a multi-page TIFF as a frame (1, H, W), one at a time; any other file is one frame."""
-        for frame in iter_frames(path):
+        """Each page of a multi-page TIFF as a frame (1, H, W), one at a time; any other file is one frame.
+        A frame too small or constant to hold fringes is refused, naming the file and page
+        (:func:`~sparseconn_tasks.phase_retrieval.imageio_.check_hologram`): the network would write NaN."""
+        for frame in iter_frames(path, hologram=True):
             yield frame[None]
 
     def frame_count(self, path: Path) -> int:

@@ -54,9 +54,16 @@ def voc_palette(n: int = 256) -> np.ndarray:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB (grey images are repeated); DataError naming the file."""
+    """An image file as (H, W, 3) uint8 RGB (grey images are repeated); DataError naming the file. A
+    floating-point image (a float TIFF) with NaN or inf pixels is refused, as the phase task refuses it:
+    converting would turn them into arbitrary colours without a word."""
     try:
         with Image.open(path) as im:
+            if im.mode == "F":
+                values = np.asarray(im)
+                bad = int(values.size - np.isfinite(values).sum())
+                if bad:
+                    raise DataError(f"{path}: {bad} NaN or inf values")
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except FileNotFoundError:
         raise DataError(f"{path}: no such image file") from None

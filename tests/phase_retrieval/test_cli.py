@@ -86,7 +86,7 @@ def test_data_truth_recovers_the_simulated_phase(synth: Path, tmp_path: Path) ->
     assert_one_line_error(invoke("data", "truth", raw, "--out", tmp_path / "gt", "--quiet"), "--force")
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "nan", "colour", "mismatch"])
+@pytest.mark.parametrize("case", ["missing", "empty", "nan", "colour", "mismatch", "constant", "zeros", "tiny"])
 def test_data_truth_bad_input_names_the_file(tmp_path: Path, case: str) -> None:
     raw = tmp_path / "raw"
     holos = raw / "interferograms"
@@ -109,6 +109,16 @@ def test_data_truth_bad_input_names_the_file(tmp_path: Path, case: str) -> None:
         (raw / "backgrounds").mkdir()
         tifffile.imwrite(raw / "backgrounds" / "m.tif", np.zeros((16, 16), np.float32))
         expect = "m.tif"
+    elif case == "constant":  # no fringes: the classical pipeline would divide by zero
+        tifffile.imwrite(holos / "a.tif", good)
+        np.save(holos / "k.npy", np.full((32, 32), 0.25, np.float32))
+        expect = "k.npy: is constant (0.25 everywhere): no fringes to demodulate"
+    elif case == "zeros":
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(holos / "z.png")
+        expect = "z.png: is constant (0 everywhere)"
+    elif case == "tiny":
+        np.save(holos / "t.npy", good[:3, :5])
+        expect = "t.npy: is 3x5 px (H x W); expected a hologram of at least 8x8"
     r = invoke("data", "truth", raw, "--out", tmp_path / "out", "--quiet")
     assert_one_line_error(r, expect)
     assert not (tmp_path / "out" / "meta.json").exists()

@@ -175,6 +175,39 @@ def test_stack_pages_are_checked_like_images(tmp_path):
         imageio_.count_frames(tmp_path / "broken.tif")
 
 
+@pytest.mark.parametrize(("frame", "reason"), [
+    (np.full((64, 64), 0.5, np.float32), "is constant (0.5 everywhere): no fringes to demodulate"),
+    (np.zeros((64, 64), np.uint16), "is constant (0 everywhere): no fringes to demodulate"),
+    (np.random.default_rng(0).random((3, 5), dtype=np.float32), "is 3x5 px (H x W); expected a hologram of at "
+                                                                  "least 8x8"),
+    (np.random.default_rng(0).random((1, 1), dtype=np.float32), "is 1x1 px (H x W); expected a hologram of at "
+                                                                  "least 8x8"),
+])
+@pytest.mark.parametrize("calibrate", ["--calibrate", "--no-calibrate"])
+def test_infer_refuses_a_frame_without_fringes_naming_the_file(run, tmp_path, frame, reason, calibrate):
+    """A constant or tiny frame has no sideband: the network would write NaN (and the calibration divide
+    by zero); it is refused before anything is written."""
+    path = tmp_path / "bad.npy"
+    np.save(path, frame)
+    result = cli("infer", run, path, "--out", tmp_path / "out", "--device", "cpu", "--engine", "reference",
+                 calibrate)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: {path}: {reason}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_constant_page_of_a_stack_is_named_by_its_number(run, tmp_path):
+    stack = holograms(run, 3, (64, 64))
+    stack[1] = 0
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    result = cli("infer", run, tmp_path / "stack.tif", "--out", tmp_path / "out", "--device", "cpu",
+                 "--engine", "reference")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: {tmp_path / 'stack.tif'} (page 2): is constant (0 everywhere): no " \
+                                    "fringes to demodulate"
+    assert not (tmp_path / "out" / "stack.tif").exists()
+
+
 def test_the_export_forms_of_the_sideband_search_are_the_eager_ones_bit_for_bit(monkeypatch):
     cpu = torch.device("cpu")
     eager = {n: _hann(n, cpu) for n in (1, 2, 3, 64, 96, 250, 333, 1024)}

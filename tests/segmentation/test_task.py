@@ -134,6 +134,22 @@ def test_read_input_write_output_round_trip(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "pred").iterdir()] == ["in.png"]  # no temporary left behind
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_float_tiff_with_nan_or_inf_is_refused_as_the_phase_task_refuses_it(tmp_path: Path, value: float) -> None:
+    import tifffile
+
+    from sparseconn.errors import DataError
+
+    image = np.random.default_rng(0).random((24, 32), dtype=np.float32)
+    image[3, 4] = image[5, 6] = value
+    tifffile.imwrite(tmp_path / "f.tif", image)
+    with pytest.raises(DataError, match=r"^\S*f\.tif: 2 NaN or inf values$"):
+        make_task().read_input(tmp_path / "f.tif")
+    image[3, 4] = image[5, 6] = 0.5
+    tifffile.imwrite(tmp_path / "f.tif", image)
+    assert make_task().read_input(tmp_path / "f.tif").shape == (3, 24, 32)
+
+
 def test_example_input_and_panels() -> None:
     task = make_task()
     x = task.example_input((40, 72))
