@@ -12,11 +12,20 @@ from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from sparseconn.errors import ConfigError
 from sparseconn.registry import import_modules
 from sparseconn.schema import StrictModel
+
+
+def _odd_kernel(k: int) -> int:
+    """A convolution kernel side must be odd: the ops pad ``k // 2``, which keeps a feature map's size only
+    for an odd ``k`` (an even one grows it a pixel, and summing a node's inputs fails deep in the model)."""
+    if k % 2 == 0:
+        raise ValueError("must be an odd kernel size (1, 3, 5, ...): padding k // 2 keeps a feature map's size "
+                         "only then")
+    return k
 
 
 class EncoderConfig(StrictModel):
@@ -75,10 +84,13 @@ class DecoderConfig(StrictModel):
     stage_op: str = "relu6_conv_bn_relu6"
     """Stage op registry name: ``relu6_conv_bn_relu6`` (the paper's D_l) or ``bn`` (SparseMask)."""
     stage_kernel: int = Field(default=3, ge=1)
+    """Kernel side of the decoder stages' convolutions: odd (1, 3, 5, ...)."""
     fusion: str = "weighted_sum"
     """Fusion registry name: ``weighted_sum`` (Eq. 1) or ``concat``."""
     output: str | None = None
     """Decoder stage that feeds the head; default: the stage computed last (the finest)."""
+
+    _stage_kernel = field_validator("stage_kernel")(classmethod(lambda cls, k: _odd_kernel(k)))
 
 
 class EdgeConfig(StrictModel):
@@ -90,6 +102,7 @@ class EdgeConfig(StrictModel):
     """Resize-policy registry name: ``paper`` (down-sample then conv for larger inputs, conv then
     up-sample otherwise), ``conv_first`` or ``resize_first``."""
     kernel: int = Field(default=3, ge=1)
+    """Kernel side of the edge convolutions: odd (1, 3, 5, ...)."""
     norm: bool = True
     """Per-edge BatchNorm in the supernet (Eq. 1); the child drops it (Eq. 4)."""
     norm_before_resize: bool = False
@@ -97,6 +110,8 @@ class EdgeConfig(StrictModel):
     preact: Literal["relu6", "relu"] | None = None
     """Activation applied to the input of each edge (SparseMask: relu6)."""
     align_corners: bool = False
+
+    _kernel = field_validator("kernel")(classmethod(lambda cls, k: _odd_kernel(k)))
 
 
 class ConnectionConfig(StrictModel):
@@ -233,6 +248,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{p}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    except UnicodeDecodeError:  # a checkpoint or a picture given where a config goes
+        raise ConfigError(f"{p} is not a YAML config: it holds binary data, not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{p} cannot be read: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of config keys, got {type(data).__name__}")
     return data

@@ -265,10 +265,41 @@ def test_missing_config_file(base, arch_file, tmp_path):
     ("=3", ("KEY=VALUE",)),
     ("search.epochs=[1", ("search.epochs", "[1")),
     ("seed.x=1", ("seed.x",)),
+    ("space.edges.kernel=4", ("space.edges.kernel", "odd", "4")),
+    ("space.decoder.stage_kernel=2", ("space.decoder.stage_kernel", "odd", "2")),
+    ("evaluate.latency_size=[0, 32]", ("evaluate.latency_size", "positive")),
 ])
 def test_bad_set_option(config, option, names, tmp_path):
     refused("search", config, "--set", option, "--out", tmp_path / "never", "--device", "cpu", names=names,
             absent=(tmp_path / "never",))
+
+
+@pytest.mark.parametrize("seed", ["-5", "-1"])
+def test_a_negative_seed_is_refused_before_a_run_folder_is_made(config, seed, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # without --out the run folder would be made in ./runs
+    refused("search", config, "--seed", seed, "--fast-dev-run", "--device", "cpu", names=("seed", seed),
+            absent=(tmp_path / "runs",))
+
+
+@pytest.mark.parametrize("size", [("0", "0"), ("-5", "64"), ("32", "0")])
+def test_evaluate_refuses_a_size_that_is_not_positive(train_run, size):
+    refused("evaluate", train_run, "--device", "cpu", "--size", *size, names=("--size", " ".join(size)),
+            untouched=(train_run,))
+
+
+@pytest.mark.parametrize("threshold", ["nan", "-1", "inf"])
+def test_prune_refuses_a_threshold_the_config_would_refuse(search_run, threshold):
+    refused("prune", search_run, "--threshold", threshold, names=("--threshold", threshold),
+            untouched=(search_run,))
+
+
+def test_draw_and_profile_say_what_they_take_when_given_a_checkpoint(search_run, train_run):
+    best = train_run / "checkpoints" / "best.pt"
+    refused("draw", best, names=(best, "config YAML", "architecture.json"), untouched=(train_run,))
+    refused("profile", best, names=(best, "config YAML", "architecture.json"), untouched=(train_run,))
+    # a train run has no connection weights to draw: the message says what of it can be drawn
+    refused("draw", train_run, names=(train_run, "search or pipeline run folder", "architecture.json"),
+            untouched=(train_run,))
 
 
 def test_bad_device_and_export_format(config, train_run, tmp_path):

@@ -14,7 +14,8 @@ from sparseconn.engine.config import resolve_config
 @app.command("draw")
 @handle_errors
 def draw_cmd(source: Path = typer.Argument(..., help="A config YAML, a bundled config's name (e.g. phase_retrieval), "
-                                                   "an architecture.json or a run folder."),
+                                                   "an architecture.json, or a search or pipeline run folder (of a "
+                                                   "train run, draw its architecture.json)."),
              out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: beside the source; for a "
                                                                 "bundled config, NAME-figures here)."),
              formats: str = typer.Option("png,svg,dot,graphml", "--formats", help="Comma-separated formats.")) -> None:

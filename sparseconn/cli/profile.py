@@ -29,6 +29,9 @@ def profile_source(source: Path, size: tuple[int, int], batch: int = 1, latency:
 
     if size[0] < 1 or size[1] < 1:
         raise SparseconnError(f"--size must be positive, got {size[0]} {size[1]}")
+    if source.is_file() and source.suffix.lower() not in (".json", ".yaml", ".yml"):
+        raise SparseconnError(f"{source} is a {source.suffix or 'suffix-less'} file; profile takes a config YAML, "
+                              "a bundled config's name or an architecture.json")
     with skip_pretrained():  # counting and timing need no pretrained weights (nor their download)
         if source.suffix == ".json":
             arch = Architecture.load(source)

@@ -223,6 +223,7 @@ def _baseline_entry(i: int, entry: Any) -> BaselineEntry:
 
 class EvaluateConfig(StrictModel):
     latency_size: tuple[int, int] = (1024, 1024)
+    """Input size (H W) of the latency measurements; both positive."""
     latency_runs: int = Field(default=5, ge=1)
     baselines: bool | list[BaselineEntry] = True
     """Rows beside the run's own model(s). ``true``: every non-network baseline of the task (e.g. the
@@ -236,6 +237,13 @@ class EvaluateConfig(StrictModel):
     engine: Literal["auto", "reference", "eager", "compiled", "onnxruntime"] = "auto"
     """Inference path whose latency is reported (:mod:`sparseconn.engine.fastpath`; each is checked against
     eager fp32 first). ``auto``: BN folded, channels-last, bf16 / CUDA graphs where the device has them."""
+
+    @field_validator("latency_size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 1:
+            raise ValueError("must be two positive integers (H W)")
+        return value
 
     @field_validator("baselines", mode="before")
     @classmethod
@@ -288,7 +296,9 @@ class RunConfig(StrictModel):
     model: ModelConfig | None = None
     """A fixed model instead of a searched child: ``sparseconn train CONFIG`` trains it (no ``--arch``);
     ``space`` gives it the run's ``in_channels``, ``input`` op and ``head``."""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
+    """Seed of the run (weights, training items, augmentation): a non-negative integer, as NumPy's
+    generators take."""
 
     @model_validator(mode="before")
     @classmethod

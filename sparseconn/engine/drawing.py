@@ -159,9 +159,12 @@ def drawing_jobs(source: str | os.PathLike[str], formats: tuple[str, ...] = DEFA
         return _run_jobs(source, formats)
     if not source.exists():
         raise SparseconnError(f"{source} does not exist: expected a config YAML, an architecture.json "
-                              "or a run folder")
+                              "or a search or pipeline run folder")
     if source.suffix.lower() == ".json":
         return _architecture_jobs(Architecture.load(source), formats)
+    if source.suffix.lower() not in (".yaml", ".yml"):
+        raise SparseconnError(f"{source} is a {source.suffix or 'suffix-less'} file; draw takes a config YAML, "
+                              "an architecture.json or a search or pipeline run folder")
     space = SearchSpace(load_space_config(source))
     title = f"candidate graph: {len(space.candidates)} connections"
     return _graph_jobs("candidates", lambda: draw_connections(space.graph, title=title), space.graph, None,

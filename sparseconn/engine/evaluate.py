@@ -20,7 +20,7 @@ from sparseconn.engine.jobs import RunOptions
 from sparseconn.engine.loading import LoadedModel, load_model, make_task
 from sparseconn.engine.metrics import MetricAccumulator
 from sparseconn.engine.rundir import run_folder_of
-from sparseconn.errors import CheckpointError
+from sparseconn.errors import CheckpointError, SparseconnError
 from sparseconn.fileio import atomic_write_json
 from sparseconn.profiling import count_macs, count_params, measure_latency
 from sparseconn.task import Task
@@ -99,6 +99,8 @@ def evaluate(run: Path, opts: RunOptions = RunOptions(), latency: bool = True, r
     beside the baselines its config's ``evaluate.baselines`` names."""
     if engine is not None:
         check_engine(engine)
+    if latency_size is not None and (len(latency_size) != 2 or min(latency_size) < 1):
+        raise SparseconnError(f"--size must be two positive integers (H W), got {' '.join(map(str, latency_size))}")
     run = Path(run)
     lm = load_model(run)
     cfg, task = lm.cfg, make_task(lm.cfg)

@@ -41,7 +41,7 @@ def load_connections(run_dir_or_file: str | os.PathLike[str]) -> list[dict[str, 
         path = path / CONNECTIONS_FILE
         if not path.is_file():
             raise DataError(f"{path.parent} has no {CONNECTIONS_FILE}: "
-                            "draw needs a run folder written by `sparseconn search`")
+                            "draw needs a search or pipeline run folder (of a train run, draw its architecture.json)")
     elif not path.is_file():
         raise DataError(f"{path} does not exist: expected a run folder or its {CONNECTIONS_FILE}")
     try:
