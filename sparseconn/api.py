@@ -145,6 +145,8 @@ def train(config: Any, arch: Architecture | PathLike | None = None, out: PathLik
     if arch is None:
         raise SparseconnError("train needs arch (an Architecture or architecture.json), or a config that sets "
                               "`model:`")
+    if not isinstance(arch, Architecture | str | os.PathLike):
+        raise SparseconnError(f"arch must be an Architecture or the path of its architecture.json, got {arch!r}")
     source = None if isinstance(arch, Architecture) else Path(arch)
     architecture = arch if isinstance(arch, Architecture) else Architecture.load(source)
     inherit_from = _supernet(inherit) if inherit is not None else None
@@ -209,20 +211,24 @@ def infer(run: Run | PathLike, inputs: PathLike | Sequence[PathLike], out: PathL
                      precision=precision, calibrate=calibrate, force=force)
 
 
-def draw(source: Run | Architecture | PathLike, out: PathLike, formats: Sequence[str] = ("svg", "png")) -> list[Path]:
-    """Draw a run folder, an ``architecture.json`` (or :class:`Architecture`) or a config into ``out``;
-    returns the files written."""
+def draw(source: Run | Architecture | PathLike, out: PathLike, formats: str | Sequence[str] = ("svg", "png")
+         ) -> list[Path]:
+    """Draw a search or pipeline run folder, an ``architecture.json`` (or :class:`Architecture`) or a config
+    into ``out``; returns the files written. ``formats``: a list, or one string (``"png"``, or comma-separated
+    as the CLI takes it: ``"png,svg"``)."""
     from sparseconn.engine.drawing import check_formats, draw_source
 
+    formats = tuple(formats.split(",")) if isinstance(formats, str) else tuple(formats)
     if isinstance(source, Architecture):
         Path(out).mkdir(parents=True, exist_ok=True)
         source = source.save(Path(out) / "architecture.json")
-    return draw_source(_path(source), Path(out), check_formats(tuple(formats)))
+    return draw_source(_path(source), Path(out), check_formats(formats))
 
 
 def load_model(run: Run | PathLike, which: str = "best"):
     """A run's trained model (:class:`~sparseconn.engine.loading.LoadedModel`: ``.net`` in eval mode, its
-    ``.cfg``, ``.kind`` and checkpoint), from a run folder or a checkpoint file."""
+    ``.cfg``, ``.kind`` and checkpoint), from a run folder (its ``which`` checkpoint: ``best`` or ``last``)
+    or a checkpoint file."""
     from sparseconn.engine.loading import load_model as load
 
     return load(_path(run), which)

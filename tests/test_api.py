@@ -51,3 +51,22 @@ def test_overrides_as_a_mapping_and_bad_input(tmp_path):
     with pytest.raises(SparseconnError, match="--device must be"):
         sc.search(cfg, tmp_path / "x", device="tpu")
     assert not (tmp_path / "x").exists()
+
+
+def test_bad_arguments_are_one_line_errors_and_a_format_may_be_one_string(tmp_path):
+    cfg = sc.load_config(write_toy_config(tmp_path), ["search.epochs=1", "search.limit_train_batches=1"])
+    search = sc.search(cfg, tmp_path / "s", device="cpu", progress=False)
+    with pytest.raises(SparseconnError, match=r"^which checkpoint must be best or last, got 'middle'$"):
+        sc.load_model(search, "middle")  # not silently the last checkpoint
+    assert sc.load_model(search, "last").kind == "supernet"
+    for threshold in ("abc", float("nan"), -1.0, True):
+        with pytest.raises(SparseconnError, match=r"^--threshold must be a finite number >= 0"):
+            sc.prune(search, threshold, out=tmp_path / f"a-{threshold}.json")
+    with pytest.raises(SparseconnError, match=r"^--checkpoint must be best or last, got 'middle'$"):
+        sc.prune(search, checkpoint="middle")
+    assert not list(tmp_path.glob("a-*.json")) and not (search.path / "architecture.json").exists()
+    written = sc.draw(search, tmp_path / "figs", formats="png")
+    assert written and {p.suffix for p in written} == {".png"}
+    assert {p.suffix for p in sc.draw(search, tmp_path / "figs2", formats="png,dot")} == {".png", ".dot"}
+    with pytest.raises(SparseconnError, match=r"^arch must be an Architecture or the path"):
+        sc.train(cfg, 42, tmp_path / "t")

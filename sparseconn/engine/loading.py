@@ -88,7 +88,10 @@ def _fixed_model(ckpt: dict[str, Any], cfg: RunConfig, path: Path) -> nn.Module:
 
 
 def load_model(source: Path, which: str = "best") -> LoadedModel:
-    """A trained model from a run folder (its best, else last checkpoint) or a checkpoint file."""
+    """A trained model from a run folder (its ``which`` checkpoint, ``best`` or ``last``; a folder without
+    best.pt: its last) or a checkpoint file."""
+    if which not in ("best", "last"):
+        raise CheckpointError(f"which checkpoint must be best or last, got {which!r}")
     source = Path(source)
     if source.is_dir():
         try:
