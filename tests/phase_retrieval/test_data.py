@@ -259,7 +259,8 @@ def test_make_ground_truth(tmp_path: Path) -> None:
 def test_make_ground_truth_size_mismatch(tmp_path: Path) -> None:
     (tmp_path / "interferograms").mkdir()
     (tmp_path / "backgrounds").mkdir()
-    tifffile.imwrite(tmp_path / "interferograms" / "a.tif", np.zeros((32, 32), np.float32))
+    # (a hologram that is not constant: a constant one is refused before its background is read)
+    tifffile.imwrite(tmp_path / "interferograms" / "a.tif", np.random.default_rng(0).random((32, 32), np.float32))
     tifffile.imwrite(tmp_path / "backgrounds" / "background.tif", np.zeros((16, 16), np.float32))
     with pytest.raises(DataError, match=r"a\.tif: size 32x32 differs from .*background\.tif \(16x16\)"):
         make_ground_truth(tmp_path, tmp_path / "out")
