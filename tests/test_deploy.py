@@ -279,6 +279,23 @@ def test_infer_replaces_existing_outputs_only_with_force(run, tmp_path):
     assert [p.name for p in written] == ["f00.npy", "f01.npy"]
 
 
+def test_a_prediction_with_nan_is_one_line_naming_the_file_and_nothing_is_written_for_it(run, tmp_path):
+    """The toy task reads .npy files unchecked: a NaN pixel reaches the model, whose output must not be
+    written as a map of NaN with exit code 0."""
+    files = write_frames(tmp_path / "in", [(32, 32), (32, 32)])
+    bad = np.load(files[1])
+    bad[5, 7] = np.nan
+    np.save(files[1], bad)
+    result = cli("infer", run, tmp_path / "in", "--out", tmp_path / "out", "--device", "cpu", "--engine",
+                 "reference", "--quiet")
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()  # the engine's line, printed when the first batch ran, then the error
+    assert len(lines) == 2 and lines[0].startswith("engine: reference"), result.output
+    assert lines[1] == (f"error: {files[1]}: the model's prediction holds 1024 NaN or inf values (is the input "
+                        "degenerate?); nothing written for this file")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["f00.npy"]  # the file before it is kept
+
+
 def test_infer_with_no_inputs_or_inputs_that_are_not_paths_is_one_line(run, tmp_path):
     import sparseconn as sc
 

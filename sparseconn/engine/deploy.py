@@ -313,13 +313,23 @@ class _Runner:
         yield from passed()
 
 
-def _predictions_of(stream: Iterator[tuple[int, np.ndarray | None]], index: int) -> Iterator[np.ndarray]:
-    """The predictions of file ``index`` from the shared stream, up to its end mark."""
+def _predictions_of(stream: Iterator[tuple[int, np.ndarray | None]], index: int, source: Path, frames: int | None
+                    ) -> Iterator[np.ndarray]:
+    """The predictions of file ``index`` (``source``, of ``frames`` frames) from the shared stream, up to its
+    end mark. A prediction with NaN or inf stops the file before it is written: an input the task's checks
+    let through but the model cannot handle must not end as a map of NaN and exit code 0."""
+    n = 0
     for i, pred in stream:
         if i != index:
             raise RuntimeError(f"infer: a prediction of input {i} came while writing input {index}")
         if pred is None:
             return
+        n += 1
+        bad = int(pred.size - np.isfinite(pred).sum())
+        if bad:
+            where = str(source) if frames == 1 else f"{source} (frame {n})"
+            raise DataError(f"{where}: the model's prediction holds {bad} NaN or inf values (is the input "
+                            "degenerate?); nothing written for this file")
         yield pred
 
 
@@ -376,7 +386,7 @@ def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOpti
         stream = runner.predict(_batches(frames, batch_size, int(max_memory * MB)), in_flight)
         written = []
         for i, f in enumerate(files):
-            preds = _predictions_of(stream, i)
+            preds = _predictions_of(stream, i, f, counts[i])
             written.append(task.write_frames(preds, out / f.name))  # the task swaps in its file type
             left = sum(1 for _ in preds)
             if left:
