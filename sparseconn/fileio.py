@@ -105,10 +105,14 @@ def os_error_message(exc: OSError) -> str:
     """One line for an operating-system error the checks did not foresee (a disk that filled up, a
     folder made read-only mid-run): the file and the system's reason, e.g. ``cannot write '/x':
     Permission denied``. Reading errors are reported where files are read, so what reaches here is a
-    write."""
+    write; a file that vanished is named without a verb (it may have been either)."""
     name = exc.filename2 if exc.filename2 is not None else exc.filename  # os.replace(tmp, target): the target
     reason = exc.strerror or str(exc) or type(exc).__name__
-    return f"cannot write {str(name)!r}: {reason}" if name is not None else f"cannot write: {reason}"
+    if name is None:
+        return f"cannot write: {reason}"
+    if isinstance(exc, FileNotFoundError):
+        return f"{str(name)!r}: {reason}"
+    return f"cannot write {str(name)!r}: {reason}"
 
 
 def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[Any]], None], binary: bool = False) -> Path:

@@ -61,6 +61,7 @@ def _failing_command(exc: OSError):
     # os.replace(temporary file, target) onto a folder: the target is the file the user named
     (IsADirectoryError(21, "Is a directory", "/data/.a.json.x1.tmp.json", None, "/data/a.json"),
      "error: cannot write '/data/a.json': Is a directory"),
+    (FileNotFoundError(2, "No such file or directory", "/data/gone"), "error: '/data/gone': No such file or directory"),
 ])
 def test_an_os_error_while_writing_is_one_line_naming_the_file(exc, line):
     result = CliRunner().invoke(_failing_command(exc), [])
