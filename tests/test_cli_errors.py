@@ -66,3 +66,37 @@ def _failing_command(exc: OSError):
 def test_an_os_error_while_writing_is_one_line_naming_the_file(exc, line):
     result = CliRunner().invoke(_failing_command(exc), [])
     assert one_line_error(result) == line
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["search", "tasks/phase_retrieval.yaml", "--seed", "abc"],
+     "error: Invalid value for '--seed': Input should be a valid integer, unable to parse string as an integer "
+     "(see 'sparseconn search --help')"),
+    (["search"], "error: Missing argument 'config'. (see 'sparseconn search --help')"),
+    (["infer", "run", "x.tif", "--out", "o", "--bogus"], "error: No such option: --bogus"),
+    (["bogus"], "error: No such command 'bogus'. (see 'sparseconn --help')"),
+    (["search", "nothere.yaml"], "error: config file 'nothere.yaml' does not exist"),
+])
+def test_usage_errors_of_the_console_command_are_one_line_with_exit_code_2(args, message):
+    """Where click would draw a five-line box, ``sparseconn`` (the console script and ``python -m``) prints one
+    line; its own one-line errors keep exit code 2 through it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-m", "sparseconn", *args], capture_output=True, text=True, cwd=root,
+                         timeout=120)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), res.stderr
+    assert res.stdout == ""
+
+
+def test_the_console_command_exits_0_on_version_and_help():
+    import subprocess
+    import sys
+
+    for args in (["--version"], ["search", "--help"]):
+        res = subprocess.run([sys.executable, "-m", "sparseconn", *args], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0 and res.stdout and not res.stderr, (args, res.stderr)

@@ -11,8 +11,16 @@ Command modules register themselves on ``app`` when imported here, each named af
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any
+
+import typer
+
+try:  # typer vendors click from 0.2x on; earlier versions use the click package
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import UsageError
 
 from sparseconn.cli import draw, infer_export, listing, profile, run
 from sparseconn.cli.common import app
@@ -31,9 +39,27 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
 
 
 def main() -> None:
-    """Console-script entry point. Warnings (e.g. a config key that moved) print as one line each."""
+    """Console-script entry point. Warnings (e.g. a config key that moved) print as one line each, and so
+    does a usage error (an option that does not parse, a missing argument, an unknown option or command):
+    ``error: ... (see 'sparseconn search --help')``, exit code 2, where click draws a box of five lines."""
     warnings.formatwarning = _one_line_warning
-    app()
+    try:
+        code = app(prog_name="sparseconn", standalone_mode=False)
+    except UsageError as exc:
+        message = " ".join(exc.format_message().split())
+        if message:  # (empty for a bare group, whose help has been printed)
+            where = exc.ctx.command_path if exc.ctx is not None else "sparseconn"
+            typer.echo(f"error: {message} (see '{where} --help')", err=True)
+        sys.exit(2)
+    except typer.Exit as exc:  # (raised where click does not catch it)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    # Outside standalone mode click returns an Exit's code (handle_errors' one-line errors: 2); commands
+    # themselves return None.
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        sys.exit(code)
 
 
 def __getattr__(name: str) -> Any:
