@@ -502,6 +502,12 @@ def optimize(net: nn.Module, *, device: str = "cpu", engine: str = "auto", examp
             (:mod:`sparseconn.engine.streams`); None: for ``eager`` on CUDA (see :func:`use_streams`).
     """
     check_engine(engine)
+    if getattr(net, "traceable", True) is False:  # its forward runs in NumPy: nothing to fold, compile or export
+        if engine not in ("auto", "reference"):
+            raise SparseconnError(f"engine {engine!r} needs a model that runs in torch; "
+                                  f"{type(net).__name__} runs outside it (NumPy): use engine auto or reference")
+        check_bf16(bf16, "reference", device)
+        return _reference(net.eval(), device, input_multiple(net))
     chosen = choose_engine(engine, device, frames)
     streamed = use_streams(net, device, side_streams, chosen)  # a bad request fails here, not as a fallback
     check_bf16(bf16, engine, device)

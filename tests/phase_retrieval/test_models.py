@@ -96,6 +96,12 @@ def test_classical_model_run_evaluates_and_infers(classical_run, tmp_path):
     invoke("infer", classical_run, tmp_path / "h.npy", "--out", tmp_path / "pred", "--device", "cpu")
     phase = tifffile.imread(tmp_path / "pred" / "h.tif")
     assert phase.shape == (64, 64) and 0 <= phase.min() and phase.max() <= lm.cfg.task.resolved_phase_range()
+    # It runs in NumPy: a torch engine is a one-line error, not a torch.compile internal.
+    r = runner.invoke(app, ["infer", str(classical_run), str(tmp_path / "h.npy"), "--out", str(tmp_path / "pred2"),
+                            "--device", "cpu", "--engine", "compiled"])
+    assert r.exit_code == 2 and r.output.strip().splitlines() == [
+        "error: engine 'compiled' needs a model that runs in torch; ClassicalModel runs outside it (NumPy): use "
+        "engine auto or reference"], r.output
 
 
 def test_classical_model_refuses_export(classical_run, tmp_path):
