@@ -194,6 +194,10 @@ def format_validation_error(exc: ValidationError, source: str, model: type[BaseM
             msg += f" (did you mean {close[0]!r}?)"
         elif valid:
             msg += f" (valid keys: {', '.join(valid)})"
+    elif err["type"] == "value_error":  # our validators' own messages, which name the bad value
+        msg = msg.removeprefix("Value error, ")
+        if not isinstance(err.get("input"), dict):  # (a section's validator gets the whole section)
+            msg = f"{msg} (got {err['input']!r})"
     elif "input" in err and err["type"] != "missing":
         msg = f"{msg} (got {err['input']!r})"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""

@@ -232,9 +232,11 @@ class SimConfig(StrictModel):
         # DC side: the |O|² term spans 2B around DC and the +1 order spans B around f_c (docs/reference.md §4).
         if f_min < 3 * band:
             raise ValueError(
-                f"carrier period {self.carrier_period:g} px is too close to DC: it must be ≤ "
-                f"{1 / (3 * band * (1 + rel)):.2f} px so that the +1 order clears the |O|² term over the "
-                f"±{rel:g} period jitter (|f_c| ≥ 3B, B = {band:.3f} cycles/px)")
+                f"carrier period {self.carrier_period:g} px is too close to DC for {self.size}-px fields: it must "
+                f"be ≤ {1 / (3 * band * (1 + rel)):.2f} px so that the +1 order clears the |O|² term over the "
+                f"±{rel:g} period jitter (|f_c| ≥ 3B, B = {band:.3f} cycles/px: bandwidth {self.bandwidth:g} plus "
+                f"the aberrations' {band - self.bandwidth:.3f}, which grows as 1 / size); a larger size, "
+                "smaller aberrations or a shorter period fit")
         if f_max + band > 0.5:
             raise ValueError(
                 f"carrier period {self.carrier_period:g} px is past Nyquist: it must be > "
