@@ -174,3 +174,19 @@ def test_a_plugin_module_that_does_not_exist_fails_in_one_line(tmp_path):
     path.write_text(TOY_YAML.replace("plugins: [tests.toy_task]", "plugins: [tests.toy_task, no_such_plugin_mod]"))
     one_line_error(cli("search", path, "--out", tmp_path / "never"), "no_such_plugin_mod")
     assert not (tmp_path / "never").exists()
+
+
+def test_a_validators_own_message_reaches_the_user_without_pydantics_prefix(tmp_path):
+    """A section validator's ValueError names its value itself: no "Value error," before it and no dump of the
+    whole section after it; a field validator's message keeps the value it got."""
+    data = yaml.safe_load(open("tasks/phase_retrieval.yaml", encoding="utf-8"))
+    data["task"]["data"]["sim"]["size"] = 64
+    with pytest.raises(ConfigError) as info:
+        validate_run_config(data, "cfg.yaml")
+    msg = str(info.value)
+    assert msg.startswith("cfg.yaml: task.data.sim: carrier period 3.5 px is too close to DC for 64-px fields")
+    assert "Value error" not in msg and "(got {" not in msg
+    data["task"]["data"]["sim"]["size"] = 128
+    data["space"]["edges"]["kernel"] = 4
+    with pytest.raises(ConfigError, match=r"^cfg.yaml: space.edges.kernel: must be an odd kernel size .*\(got 4\)$"):
+        validate_run_config(data, "cfg.yaml")
