@@ -101,6 +101,22 @@ def check_out_folder(path: str | os.PathLike[str], *, option: str = "--out", wha
     return folder
 
 
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, innermost first: what a call that makes ``folder``
+    creates, for :func:`remove_folders` to take back if the call fails."""
+    return [p for p in (folder, *folder.parents) if not p.exists()]
+
+
+def remove_folders(made: list[Path]) -> None:
+    """Remove the folders of :func:`missing_folders` again, innermost first, stopping at the first that is
+    not empty (something in it is not this call's to remove)."""
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 def os_error_message(exc: OSError) -> str:
     """One line for an operating-system error the checks did not foresee (a disk that filled up, a
     folder made read-only mid-run): the file and the system's reason, e.g. ``cannot write '/x':

@@ -35,7 +35,7 @@ from sparseconn.engine.jobs import RunOptions
 from sparseconn.engine.loading import load_model, make_task
 from sparseconn.engine.progress import CountProgress
 from sparseconn.errors import DataError, SparseconnError
-from sparseconn.fileio import atomic_path, check_out_file, check_out_folder
+from sparseconn.fileio import atomic_path, check_out_file, check_out_folder, missing_folders, remove_folders
 from sparseconn.inputs import InputOp, calibrate_input_op
 from sparseconn.ops import pool_weights
 from sparseconn.task import Task
@@ -374,7 +374,7 @@ def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOpti
     total = sum(c for c in counts if c is not None) if None not in counts else None
     net = lm.net.to(opts.device).eval()
     progress = CountProgress("infer frames", total, enabled=opts.progress)
-    made = [p for p in (out, *out.parents) if not p.exists()]  # removed again if nothing gets written
+    made = missing_folders(out)  # removed again if nothing gets written
     try:
         if calibrate:  # a first pass over the first frames, then the stream from the start
             note = _calibrate(net, _frames(task, files, counts, lm.cfg.space.in_channels, max_memory), max_memory,
@@ -393,11 +393,7 @@ def infer(model: Path, inputs: list[Path], out: Path, opts: RunOptions = RunOpti
                 raise RuntimeError(f"{type(task).__name__}.write_frames wrote {written[-1]} without taking its "
                                    f"last {left} frame(s)")
     except BaseException:
-        for folder in made:  # innermost first; only folders this call made and left empty
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        remove_folders(made)  # the folders this call made, if it left them empty
         raise
     finally:
         progress.close()

@@ -21,7 +21,7 @@ from typing import Any
 from sparseconn.architecture import Architecture
 from sparseconn.config import load_space_config, read_yaml
 from sparseconn.errors import SparseconnError
-from sparseconn.fileio import check_out_folder
+from sparseconn.fileio import check_out_folder, missing_folders, remove_folders
 from sparseconn.space import SearchSpace
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
@@ -177,7 +177,7 @@ def write_jobs(jobs: dict[str, Job], out: str | os.PathLike[str]) -> list[Path]:
     If a job fails, nothing in ``out`` changes (and ``out`` is removed again if this call made it).
     """
     out = Path(out)
-    made = [p for p in (out, *out.parents) if not p.exists()]
+    made = missing_folders(out)
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".draw-", dir=out))
     try:
@@ -187,11 +187,7 @@ def write_jobs(jobs: dict[str, Job], out: str | os.PathLike[str]) -> list[Path]:
         return [final for _, final in staged]
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
-        for folder in made:  # innermost first; only folders this call created and left empty
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        remove_folders(made)  # the folders this call made, if it left them empty
         raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
