@@ -250,6 +250,18 @@ def test_wrong_type_names_the_key_path(base, tmp_path):
                 names=("search.epochs", "many"), absent=(tmp_path / "never",))
 
 
+def test_an_architecture_of_another_space_is_refused_by_train(base, arch_file, tmp_path):
+    """The child is built from the architecture alone: a config of another encoder (or input op, head,
+    channels) would leave a run folder whose config.yaml describes a network it does not hold."""
+    other = base / "other.yaml"
+    toy = (base / "toy.yaml").read_text()
+    encoder = "  encoder: {name: tiny"
+    assert encoder in toy
+    other.write_text(toy.replace(encoder, "  input: {name: standardise}\n" + encoder))
+    refused("train", other, "--arch", arch_file, "--out", tmp_path / "never", "--fast-dev-run",
+            names=("--arch", "input op is 'identity'", "'standardise'"), absent=(tmp_path / "never",))
+
+
 def test_missing_config_file(base, arch_file, tmp_path):
     missing = base / "nope.yaml"
     refused("search", missing, "--out", tmp_path / "never", names=(missing,), absent=(tmp_path / "never",))

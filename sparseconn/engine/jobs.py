@@ -199,11 +199,27 @@ def starting_weights(cfg: RunConfig, arch: Architecture) -> Architecture:
     return arch.model_copy(update={"space": space})
 
 
+def check_same_space(cfg: RunConfig, arch: Architecture) -> None:
+    """A one-line error where ``arch`` was derived from another kind of network than ``cfg.space`` builds
+    (input channels, input op, encoder, head): the child is built from the architecture alone, so the run's
+    ``config.yaml`` would describe a network it does not hold."""
+    mine, theirs = cfg.space, arch.space
+    pairs = {"in_channels": (mine.in_channels, theirs.in_channels),
+             "input op": (mine.input.name, theirs.input.name),
+             "encoder": (mine.encoder.name, theirs.encoder.name),
+             "head": (mine.head.name if mine.head else None, theirs.head.name if theirs.head else None)}
+    for what, (want, got) in pairs.items():
+        if want != got:
+            raise SparseconnError(f"--arch: the architecture's {what} is {got!r}, the config's space has {want!r}; "
+                                  "retrain a child with the config it was searched with")
+
+
 def train(cfg: RunConfig, arch: Architecture, out: Path, opts: RunOptions = RunOptions(),
           inherit_from: Path | None = None, prepare: bool = True) -> dict[str, Any]:
     """Retrain the child of ``arch`` with the task loss alone (optionally from inherited weights). Writes
     ``train_summary.json`` and returns the summary."""
     refuse_model(cfg, "retraining a searched child (--arch)")
+    check_same_space(cfg, arch)
     arch = starting_weights(cfg, arch)
     task, datasets = seeded_task_and_data(cfg)
     inherit = None
