@@ -58,8 +58,9 @@ class InputOp(nn.Module):
         """Fit what the op takes from the data itself to raw inputs (B, C, H, W), e.g. the phase task's
         sideband op learns which of the two orders holds +φ on this microscope. What it fits must be module
         state (buffers) so checkpoints and exports keep it. Called by training on an op that is not
-        :attr:`calibrated` and by ``infer`` on its first batch (unless ``--no-calibrate``). Return a few words
-        on what was found, or None (the default: nothing to fit)."""
+        :attr:`calibrated` (its first training items) and by ``infer`` on each call's first frames (unless
+        ``--no-calibrate``); see :func:`op_to_calibrate`. Return a few words on what was found, or None (the
+        default: nothing to fit)."""
         return None
 
     @classmethod
@@ -112,14 +113,14 @@ def crop_output(y: torch.Tensor, size: tuple[int, int], padded: tuple[int, ...])
     return y[..., : keep[0], : keep[1]]
 
 
-def calibrate_input_op(net: nn.Module, x: torch.Tensor, force: bool = False) -> str | None:
-    """Calibrate ``net.input_op`` (if it has one) on raw inputs (B, C, H, W): always with ``force``, else only
-    an op that is not yet :attr:`InputOp.calibrated`. What it found, or None."""
+def op_to_calibrate(net: nn.Module, force: bool = False) -> InputOp | None:
+    """``net.input_op`` where it takes a setting from the data (it overrides :meth:`InputOp.calibrate`) and is to
+    be fitted now: always with ``force`` (``infer``), else only while not yet :attr:`InputOp.calibrated`
+    (training). None otherwise, so callers read no data for an op that fits nothing."""
     op = getattr(net, "input_op", None)
-    if not isinstance(op, InputOp) or not (force or not op.calibrated):
+    if not isinstance(op, InputOp) or type(op).calibrate is InputOp.calibrate:
         return None
-    with torch.no_grad():
-        return op.calibrate(x)
+    return op if force or not op.calibrated else None
 
 
 def input_channels(name: str, in_channels: int, params: dict[str, Any]) -> int:

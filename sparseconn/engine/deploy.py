@@ -36,7 +36,7 @@ from sparseconn.engine.loading import load_model, make_task
 from sparseconn.engine.progress import CountProgress
 from sparseconn.errors import DataError, SparseconnError
 from sparseconn.fileio import atomic_path, check_out_file, check_out_folder, missing_folders, remove_folders
-from sparseconn.inputs import InputOp, calibrate_input_op
+from sparseconn.inputs import op_to_calibrate
 from sparseconn.ops import pool_weights
 from sparseconn.task import Task
 
@@ -234,8 +234,8 @@ def _calibrate(net: nn.Module, frames: Iterator[tuple[int, np.ndarray | None]], 
     task's sideband op learns which order holds +φ on this microscope, which need not be the training
     data's. One setup a call: what it finds holds for every frame. Nothing is read for an op that has
     nothing to fit. What it found, or None."""
-    op = getattr(net, "input_op", None)
-    if not isinstance(op, InputOp) or type(op).calibrate is InputOp.calibrate:
+    op = op_to_calibrate(net, force=True)
+    if op is None:
         return None
     kept: list[np.ndarray] = []
     for _, x in frames:
@@ -246,7 +246,8 @@ def _calibrate(net: nn.Module, frames: Iterator[tuple[int, np.ndarray | None]], 
             break
     if not kept:
         return None
-    return calibrate_input_op(net, torch.from_numpy(np.stack(kept)).to(device), force=True)
+    with torch.no_grad():
+        return op.calibrate(torch.from_numpy(np.stack(kept)).to(device))
 
 
 class _Runner:

@@ -57,7 +57,7 @@ from sparseconn.engine.metrics import MetricAccumulator
 from sparseconn.engine.optim import make_optimizer, make_scheduler, weight_groups
 from sparseconn.engine.progress import ProgressReporter
 from sparseconn.errors import CheckpointError, SparseconnError
-from sparseconn.inputs import calibrate_input_op
+from sparseconn.inputs import op_to_calibrate
 from sparseconn.network import GraphNet
 from sparseconn.regularizers import REGULARIZERS, RegContext
 from sparseconn.task import Task
@@ -296,8 +296,8 @@ class Trainer:
         """Calibrate the network's input op on the first training items where it asks to be
         (:attr:`~sparseconn.inputs.InputOp.calibrated` False: the phase task's sideband op learns which order
         holds +φ on this data); the same items on every rank, and the random state left as it was."""
-        op = getattr(net, "input_op", None)
-        if op is None or getattr(op, "calibrated", True) or len(ds) == 0:
+        op = op_to_calibrate(net)
+        if op is None or len(ds) == 0:
             return None
         state = rng_state()
         try:
@@ -305,7 +305,8 @@ class Trainer:
         finally:
             set_rng_state(state)
         items = [t for t in items if t.shape == items[0].shape]  # (C, H, W) each; a batch needs one size
-        return calibrate_input_op(net, torch.stack(items).float().to(self.device))
+        with torch.no_grad():
+            return op.calibrate(torch.stack(items).float().to(self.device))
 
     def _epoch(self, loop: _Loop, epoch: int) -> dict:
         """One pass over the training batches, an optimiser step every ``loop.accumulate`` of them (and
