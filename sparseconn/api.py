@@ -200,7 +200,7 @@ def infer(run: Run | PathLike, inputs: PathLike | Sequence[PathLike], out: PathL
     ``bf16``; ``calibrate`` fits the input op to the first frames (the phase task: which sideband holds +φ
     on these holograms), False keeps what it learned in training. An output that would replace an input
     is refused, and so is one that already exists unless ``force``."""
-    from sparseconn.engine.deploy import infer as run_infer
+    from sparseconn.engine.infer import infer as run_infer
 
     items: list[Any] = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs) \
         if isinstance(inputs, Iterable) else [inputs]

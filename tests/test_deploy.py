@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-import sparseconn.engine.deploy as deploy
+import sparseconn.engine.export as export_module
 import sparseconn.engine.fastpath as fastpath
 from sparseconn.engine.config import load_run_config
+from sparseconn.engine.infer import MB, infer
 from sparseconn.engine.inference import predict
 from sparseconn.engine.loading import load_model
 from sparseconn.engine.progress import CountProgress
+from sparseconn.errors import SparseconnError
 from sparseconn.network import build_supernet
 from sparseconn.pruning import derive
 from sparseconn.space import SearchSpace
@@ -109,8 +111,8 @@ def test_infer_holds_no_more_frames_than_the_memory_cap_allows(run, tmp_path, mo
     files = write_frames(tmp_path / "in", [(64, 64)] * 12)
     watch = Watch(monkeypatch)
     lines = []
-    cap = 2.5 * FRAME_BYTES / deploy.MB  # room for two frames, not three
-    written = deploy.infer(run, [tmp_path / "in"], tmp_path / "out", batch_size=8, max_memory=cap,
+    cap = 2.5 * FRAME_BYTES / MB  # room for two frames, not three
+    written = infer(run, [tmp_path / "in"], tmp_path / "out", batch_size=8, max_memory=cap,
                            engine="reference", log=lines.append)
     assert watch.batches == [2] * 6  # the batch of 8 shrank to the two frames that fit
     assert watch.peak == 2 and watch.reads == watch.writes == 12
@@ -123,7 +125,7 @@ def test_infer_holds_no_more_frames_than_the_memory_cap_allows(run, tmp_path, mo
 def test_infer_batches_consecutive_frames_of_one_size(run, tmp_path, monkeypatch):
     files = write_frames(tmp_path / "in", [(64, 64), (64, 64), (37, 45), (64, 64), (64, 64), (64, 64)])
     watch = Watch(monkeypatch)
-    deploy.infer(run, [tmp_path / "in"], tmp_path / "out", batch_size=2, engine="reference")
+    infer(run, [tmp_path / "in"], tmp_path / "out", batch_size=2, engine="reference")
     assert watch.batches == [2, 1, 2, 1] and watch.peak == 2
     for f in files:
         got = np.load(tmp_path / "out" / f.name)
@@ -155,7 +157,7 @@ def test_infer_with_batches_in_flight_writes_every_file_in_order(run, tmp_path, 
     pipes = []
     monkeypatch.setattr(fastpath, "InFlight", lambda fast, k: pipes.append(Delayed(fast, k)) or pipes[-1])
     files = write_frames(tmp_path / "in", [(64, 64), (64, 64), (37, 45), (64, 64), (50, 30), (50, 30), (64, 64)])
-    written = deploy.infer(run, [tmp_path / "in"], tmp_path / "out", batch_size=2, engine="reference",
+    written = infer(run, [tmp_path / "in"], tmp_path / "out", batch_size=2, engine="reference",
                            in_flight=in_flight)
     assert [p.name for p in written] == [f.name for f in files]
     assert len(pipes) == 1 and pipes[0].most == in_flight + 1  # the pipe did hold outputs back
@@ -168,13 +170,13 @@ def test_the_python_api_infers_with_the_cli_s_options(run, tmp_path):
 
     files = write_frames(tmp_path / "in", [(64, 64)] * 3)
     written = sc.infer(run, tmp_path / "in", tmp_path / "out", device="cpu", engine="reference", batch_size=2,
-                       max_memory=1.5 * FRAME_BYTES / deploy.MB, in_flight=2)  # on the CPU: one at a time
+                       max_memory=1.5 * FRAME_BYTES / MB, in_flight=2)  # on the CPU: one at a time
     assert [p.name for p in written] == [f.name for f in files]
     for f in files:
         np.testing.assert_allclose(np.load(tmp_path / "out" / f.name), expected(run, f), rtol=1e-5, atol=1e-6)
-    with pytest.raises(deploy.SparseconnError, match=r"--in-flight must be .*got '0'"):
+    with pytest.raises(SparseconnError, match=r"--in-flight must be .*got '0'"):
         sc.infer(run, tmp_path / "in", tmp_path / "out2", device="cpu", in_flight=0)
-    with pytest.raises(deploy.SparseconnError, match=r"--precision must be one of auto, fp32, bf16, got 'half'"):
+    with pytest.raises(SparseconnError, match=r"--precision must be one of auto, fp32, bf16, got 'half'"):
         sc.infer(run, tmp_path / "in", tmp_path / "out2", device="cpu", precision="half")
     assert not (tmp_path / "out2").exists()
     written = sc.infer(run, tmp_path / "in", tmp_path / "out3", device="cpu", engine="eager", precision="fp32")
@@ -269,7 +271,7 @@ def test_infer_replaces_existing_outputs_only_with_force(run, tmp_path):
     one_line_error("infer", run, tmp_path / "in", "--out", out, "--device", "cpu",
                    names=(out / "f01.npy", "already exists", "--force"))
     assert (out / "f01.npy").read_bytes() == b"an earlier result" and not (out / "f00.npy").exists()
-    with pytest.raises(deploy.SparseconnError, match="f01.npy already exists"):
+    with pytest.raises(SparseconnError, match="f01.npy already exists"):
         sc.infer(run, files, out, device="cpu")
     ok("infer", run, tmp_path / "in", "--out", out, "--device", "cpu", "--engine", "reference", "--force")
     for f in files:
@@ -299,9 +301,9 @@ def test_a_prediction_with_nan_is_one_line_naming_the_file_and_nothing_is_writte
 def test_infer_with_no_inputs_or_inputs_that_are_not_paths_is_one_line(run, tmp_path):
     import sparseconn as sc
 
-    with pytest.raises(deploy.SparseconnError, match="^no inputs given"):
+    with pytest.raises(SparseconnError, match="^no inputs given"):
         sc.infer(run, [], tmp_path / "out", device="cpu")
-    with pytest.raises(deploy.SparseconnError, match="^inputs must be a path or a list of paths.*got 5$"):
+    with pytest.raises(SparseconnError, match="^inputs must be a path or a list of paths.*got 5$"):
         sc.infer(run, 5, tmp_path / "out", device="cpu")
     assert not (tmp_path / "out").exists()
 
@@ -356,8 +358,8 @@ def test_fixed_size_onnx_takes_a_raw_frame_of_a_size_that_is_no_multiple_of_the_
 
 
 def test_export_check_failure_is_one_line_and_writes_nothing(run, tmp_path, monkeypatch):
-    runner = deploy._runner
-    monkeypatch.setattr(deploy, "_runner", lambda fmt, path: (lambda a: runner(fmt, path)(a) + 1e-3))
+    runner = export_module._runner
+    monkeypatch.setattr(export_module, "_runner", lambda fmt, path: (lambda a: runner(fmt, path)(a) + 1e-3))
     target = tmp_path / "model.pt"
     one_line_error("export", run, "--format", "torchscript", "--out", target, "--size", "32", "32", "--check",
                    names=("export check failed", "32x32", "--tolerance 0.0001"))
@@ -372,6 +374,18 @@ def test_export_check_failure_is_one_line_and_writes_nothing(run, tmp_path, monk
 def test_bad_export_options_are_one_line(run, tmp_path, args, names):
     one_line_error("export", run, "--format", "torchscript", "--out", tmp_path / "m.pt", *args, names=names)
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_the_old_deploy_module_still_offers_every_moved_name():
+    """``sparseconn.engine.deploy`` was split into infer and export; old imports get the same objects."""
+    import sparseconn.engine.deploy as old
+    import sparseconn.engine.infer as infer_module
+
+    homes = {name: module for module in (infer_module, export_module) for name in old.__all__
+             if hasattr(module, name)}
+    assert set(homes) == set(old.__all__)
+    for name, module in homes.items():
+        assert getattr(old, name) is getattr(module, name), name
 
 
 def test_the_progress_bar_counts_frames_on_a_terminal_only():

@@ -1,5 +1,5 @@
 """``sparseconn infer`` and ``sparseconn export``: a trained model run on files, or written as ONNX or
-TorchScript (the work: :mod:`sparseconn.engine.deploy`)."""
+TorchScript (the work: :mod:`sparseconn.engine.infer` and :mod:`sparseconn.engine.export`)."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def infer_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoint
     """Run a trained model on inputs of any size, streamed; one output file per input, in the task's format
     (phase maps: float32 TIFF in radians; segmentation: palette PNG label maps). An output that would
     replace an input is refused, and so is one that exists already unless --force."""
-    from sparseconn.engine.deploy import check_engine, infer, parse_batch_size, parse_in_flight, parse_max_memory
     from sparseconn.engine.fastpath import parse_precision
+    from sparseconn.engine.infer import check_engine, infer, parse_batch_size, parse_in_flight, parse_max_memory
 
     n, mb, engine = parse_batch_size(batch_size), parse_max_memory(max_memory), check_engine(engine)
     parse_precision(precision, "--precision")
@@ -74,12 +74,9 @@ def export_cmd(model: Path = typer.Argument(..., help="A run folder or checkpoin
                force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
                ) -> None:
     """Export a trained model as ONNX or TorchScript for any input size."""
-    from sparseconn.engine.deploy import FORMATS, export, parse_tolerance
+    from sparseconn.engine.export import check_format, export, parse_tolerance
 
-    if fmt not in FORMATS:
-        from sparseconn.errors import SparseconnError
-
-        raise SparseconnError(f"--format must be onnx or torchscript, got {fmt!r}")
+    check_format(fmt)
     tol = parse_tolerance(tolerance)
     base = model if model.is_dir() else model.parent
     target = out or base / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")

@@ -16,10 +16,11 @@ from sparseconn_tasks.phase_retrieval.inputs import _far_from_dc, _hann
 from sparseconn_tasks.phase_retrieval.task import PhaseRetrievalTask
 from typer.testing import CliRunner
 
-import sparseconn.engine.deploy as deploy
+import sparseconn.engine.export as export_module
 from sparseconn.cli import app
 from sparseconn.engine.checkpoint import load_checkpoint, save_checkpoint
 from sparseconn.engine.config import load_run_config
+from sparseconn.engine.infer import MB
 from sparseconn.engine.inference import predict
 from sparseconn.engine.loading import load_model, make_task
 from sparseconn.inputs import build_input_op
@@ -139,7 +140,7 @@ def test_infer_on_a_tiff_stack_writes_a_stack_page_by_page(run, tmp_path, monkey
     # (--no-calibrate: the calibration's pass reads a first frame that is never written, which this count
     # would take for a frame alive; test_infer_calibrates_the_sideband_on_the_first_frames covers it)
     result = cli("infer", run, folder, "--out", tmp_path / "out", "--device", "cpu", "--engine", "reference",
-                 "--batch-size", "8", "--max-memory", str(1.5 * 70 * 90 * 4 / deploy.MB), "--no-calibrate")
+                 "--batch-size", "8", "--max-memory", str(1.5 * 70 * 90 * 4 / MB), "--no-calibrate")
     assert result.exit_code == 0, result.output
     assert max(reads) == 1 and len(pages_written) == 4  # one frame alive at a time; each page written at once
     with tifffile.TiffFile(tmp_path / "out" / "stack.tif") as tif:
@@ -228,7 +229,7 @@ def test_sideband_exports_with_free_sizes_within_1e4_of_eager(tmp_path):
     op = build_input_op("sideband", 1, {}).eval()
     task = PhaseRetrievalTask(PhaseRetrievalTask.Config.model_validate({}))
     x = torch.from_numpy(np.stack([task.example_input((128, 128), seed=s) for s in range(2)]))
-    deploy._export_onnx(op, x, 32, tmp_path / "sideband.onnx")
+    export_module._export_onnx(op, x, 32, tmp_path / "sideband.onnx")
     session = ort.InferenceSession(str(tmp_path / "sideband.onnx"), providers=["CPUExecutionProvider"])
     for size in ((128, 128), (160, 160), (192, 256)):
         h = torch.from_numpy(task.example_input(size, seed=3))[None]
