@@ -10,6 +10,7 @@ This is what ``sparseconn list`` prints.
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 from sparseconn.connections import PARAMETERISATIONS
@@ -42,12 +43,23 @@ KINDS: dict[str, Registry[Any]] = {
 parameterisations of ``space.connections.parameterisation``)."""
 
 
+_SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z`]|$)")
+"""A full stop that ends a sentence: at the end, or before a capital or a ``code`` span (not ``e.g. a``,
+``Eq. (1)``, ``Fig. 2``)."""
+
+
 def description(obj: Any) -> str:
     """The first line of ``obj``'s own docstring (a class's, not one inherited from its base; an instance's
-    class's), or ``""``."""
+    class's), carried on to the end of its sentence where the line breaks mid-sentence (within the first
+    paragraph), or ``""``."""
     doc = obj.__doc__ if isinstance(obj, type) or inspect.isroutine(obj) else type(obj).__doc__
-    lines = inspect.cleandoc(doc).splitlines() if isinstance(doc, str) else []
-    return lines[0].strip() if lines else ""
+    lines = re.split(r"\n\s*\n", inspect.cleandoc(doc))[0].splitlines() if isinstance(doc, str) else []
+    if not lines:
+        return ""
+    first = lines[0].strip()
+    paragraph = " ".join(line.strip() for line in lines)
+    end = next((m.end() for m in _SENTENCE_END.finditer(paragraph) if m.end() >= len(first)), len(paragraph))
+    return paragraph[:end]
 
 
 def check_kind(kind: str | None) -> None:

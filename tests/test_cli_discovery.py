@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import sparseconn
+from sparseconn.catalogue import description
 from sparseconn.engine.config import bundled_configs
 from sparseconn.ops import FUSIONS
 from tests.clitools import cli, ok, one_line_error
@@ -69,6 +70,63 @@ def test_a_plugin_module_is_listed_with_its_origin(plugin_module):
     assert row == {"name": "demo_max", "description": "Element-wise maximum of the inputs.",
                    "origin": f"config plug-in {plugin_module}", "module": plugin_module}
     assert "demo_max" in ok("list", "fusions", "--plugin", plugin_module).output
+
+
+MARKUP_PLUGIN = '''
+from sparseconn.ops import Fusion, register_fusion
+
+
+@register_fusion("demo_brackets")
+class DemoBrackets(Fusion):
+    """Sum of [x], xs[k-1] and [b]y[/b]."""
+
+    def fuse(self, xs):
+        return sum(xs)
+'''
+
+
+def test_list_shows_brackets_in_descriptions_verbatim(tmp_path, monkeypatch):
+    """Square brackets in a docstring are text, not rich markup."""
+    (tmp_path / "listing_markup_plugin.py").write_text(MARKUP_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        table = ok("list", "fusions", "--plugin", "listing_markup_plugin").output
+        line = next(line for line in table.splitlines() if "demo_brackets" in line)
+        assert "│ Sum of [x], xs[k-1] and [b]y[/b]. " in line, table
+    finally:
+        FUSIONS.unregister("demo_brackets")
+        sys.modules.pop("listing_markup_plugin", None)
+
+
+def test_a_description_is_the_first_line_carried_to_its_sentence_end():
+    def cut():
+        """The first line breaks mid-sentence (e.g. here, at Eq. (1) and Fig. 2) and goes
+        on. A second sentence.
+
+        A second paragraph."""
+
+    def whole():
+        """One line: w = sigmoid(raw). Never 0 or 1.
+
+        More."""
+
+    def run_on():
+        """A paragraph with no full stop
+        at all"""
+
+    assert description(cut) == "The first line breaks mid-sentence (e.g. here, at Eq. (1) and Fig. 2) and goes on."
+    assert description(whole) == "One line: w = sigmoid(raw). Never 0 or 1."
+    assert description(run_on) == "A paragraph with no full stop at all"
+    assert description(lambda: None) == ""
+
+
+def test_every_listed_description_is_its_docstrings_text():
+    """No built-in row loses text to rich: each one's words appear in the table in order."""
+    found = json.loads(ok("list", "--json").output)
+    table = " ".join(ok("list").output.replace("│", " ").split())
+    for kind, listed in found.items():
+        for row in listed:
+            assert all(word in table for word in row["description"].split()), (kind, row["name"])
 
 
 def test_a_configs_plugins_are_listed(plugin_module, tmp_path):

@@ -51,6 +51,7 @@ def list_cmd(
         typer.echo(json.dumps(found, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(width=max(120, Console().width))
@@ -60,5 +61,6 @@ def list_cmd(
         table.add_column("description")
         table.add_column("origin", no_wrap=True)
         for row in rows:
-            table.add_row(row["name"], row["description"] or "–", row["origin"])
+            # Docstrings hold brackets ("[BN]", "strides[k]") that rich would read as markup and drop.
+            table.add_row(escape(row["name"]), escape(row["description"]) or "–", escape(row["origin"]))
         console.print(table)
