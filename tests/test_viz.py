@@ -251,6 +251,20 @@ def test_report(tmp_path):
     assert "data:image/png;base64," in page and "&lt;fast&gt;" in page and "<td>NAS-PRNet</td>" in page
 
 
+def test_a_model_with_nothing_learned_shows_no_parameter_count(tmp_path):
+    """params 0 (the classical pipeline) reads "–" like a value not measured, not "0.00"; a small learned
+    model still shows its count."""
+    rows = comparison_rows([
+        {"model": "FT + unwrap (classical)", "psnr": 30.0, "params": 0, "macs": None, "latency_ms": 200.0},
+        {"model": "tiny", "psnr": 31.0, "params": 120, "macs": 3.0e6, "latency_ms": 2.0},
+    ])
+    md, html = write_report(tmp_path, rows, {}, "seed: 0\n", metrics=["psnr"])
+    text = md.read_text(encoding="utf-8")
+    assert "| FT + unwrap (classical) | 30.00 | – | – | 200.0 | 1.0× |" in text
+    assert "| tiny | 31.00 | 0.00012 | 0.003 | 2.0 | 100.0× |" in text
+    assert "<td>0.00</td>" not in html.read_text(encoding="utf-8")
+
+
 def test_report_columns_follow_the_task_metrics(tmp_path):
     rows = comparison_rows([
         {"model": "SparseMask", "miou": 0.681, "pixel_acc": 0.9, "connections": 42, "params": 2.1e6,

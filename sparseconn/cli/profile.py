@@ -81,7 +81,7 @@ def profile_cmd(
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_row("input", " x ".join(map(str, out["input_shape"])))
-    table.add_row("parameters", f"{out['params'] / 1e6:.3f} M")
+    table.add_row("parameters", "– (nothing learned)" if out["params"] == 0 else f"{out['params'] / 1e6:.3f} M")
     table.add_row("MACs", "not counted (NumPy)" if out["macs"] is None else f"{out['macs'] / 1e9:.3f} G")
     table.add_row("connections", "–" if out["connections"] is None else str(out["connections"]))
     if out["latency_ms"] is not None:

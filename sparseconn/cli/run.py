@@ -169,7 +169,7 @@ _HEADERS = {"params": "params", "macs": "MACs", "connections": "conn.", "latency
 
 
 def _fmt(col: str, v: object) -> str:
-    if v is None:
+    if v is None or (col == "params" and v == 0):  # no parameters: nothing learned (the classical pipeline)
         return "–"
     if col == "params":
         return f"{v / 1e6:.2f}M"

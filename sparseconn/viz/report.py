@@ -2,9 +2,11 @@
 
 A result is one dict per model: ``model``, the task's metrics (e.g. ``psnr`` in dB, ``ssim``, ``rmse``
 in rad, or ``miou``), ``connections``, ``params`` (a count), ``macs`` (multiply-accumulates, a count),
-``latency_ms``; any value may be ``None`` and is shown as "–". :func:`comparison_rows` adds
-``speedup``: the slowest latency over each model's. The metric columns are the ``metrics`` passed
-to :func:`write_report`, or else every other key of the rows, in order of first appearance.
+``latency_ms``; any value may be ``None`` and is shown as "–", and so is ``params`` of 0 (a model with
+nothing learned, such as the classical pipeline: "0.00" would read like a measurement).
+:func:`comparison_rows` adds ``speedup``: the slowest latency over each model's. The metric columns are
+the ``metrics`` passed to :func:`write_report`, or else every other key of the rows, in order of first
+appearance.
 
 Example::
 
@@ -67,6 +69,11 @@ def _fmt(fmt: str, scale: float = 1.0, small: str | None = None) -> Callable[[An
     return render
 
 
+def _params(value: Any) -> str:
+    """Parameters in millions; "–" for none (a model with nothing learned: the classical pipeline)."""
+    return MISSING if _number(value) == 0 else _fmt(".2f", 1e6, ".3g")(value)
+
+
 def _speedup(value: Any) -> str:
     number = _number(value)
     return MISSING if number is None else f"{number:.1f}×"
@@ -93,7 +100,7 @@ KNOWN_METRICS: dict[str, Column] = {
 # The cost columns after the metrics; ``connections`` only when some row has a count.
 COST_COLUMNS: list[Column] = [
     ("connections", "connections", _count),
-    ("params (M)", "params", _fmt(".2f", 1e6, ".3g")),
+    ("params (M)", "params", _params),
     ("MACs (G)", "macs", _fmt(".2f", 1e9, ".3g")),
     ("latency (ms)", "latency_ms", _fmt(".1f")),
     ("speed-up", "speedup", _speedup),

@@ -81,16 +81,31 @@ def classical_run(tmp_path_factory) -> Path:
     return run
 
 
+def cost_cells(table: str, model: str, bar: str, headers: tuple[str, ...]) -> list[str]:
+    """The cells under ``headers`` in ``model``'s row of a printed (``│``) or Markdown (``|``) table."""
+    lines = table.splitlines()
+    header = next(line for line in lines if f"{bar} model " in line.replace("┃", "│"))
+    names = [c.strip() for c in header.replace("┃", "│").split(bar)]
+    row = next(line for line in lines if line.split(bar)[1:2] and line.split(bar)[1].strip() == model)
+    cells = [c.strip() for c in row.split(bar)]
+    return [cells[names.index(h)] for h in headers]
+
+
 def test_classical_model_run_evaluates_and_infers(classical_run, tmp_path):
     """Zero epochs, both checkpoints written; its row equals the task's classical baseline row (same units)."""
     assert {p.name for p in (classical_run / "checkpoints").iterdir()} == {"best.pt", "last.pt"}
     lm = load_model(classical_run)
     assert lm.kind == "model" and dict(lm.net.named_parameters()) == {}
-    invoke("evaluate", classical_run, "--device", "cpu", "--size", "64", "64")
+    printed = invoke("evaluate", classical_run, "--device", "cpu", "--size", "64", "64").output
     rows = {r["model"]: r for r in json.loads((classical_run / "evaluation.json").read_text())["rows"]}
     mine, task_row = rows["FT + unwrap (classical model)"], rows["FT + unwrap (classical)"]
     assert mine["psnr"] == pytest.approx(task_row["psnr"]) and mine["ssim"] == pytest.approx(task_row["ssim"])
     assert mine["params"] == 0 and mine["macs"] is None and mine["latency_ms"] > 0
+    # Nothing learned, MACs not counted: "–" in the tables (as for a value not measured), not "0.00M".
+    for name in ("FT + unwrap (classical model)", "FT + unwrap (classical)"):
+        assert cost_cells(printed, name, "│", ("params", "MACs")) == ["–", "–"], printed
+        assert cost_cells((classical_run / "report.md").read_text(), name, "|", ("params (M)", "MACs (G)")) == [
+            "–", "–"]
     holo = make_task(lm.cfg).example_input((64, 64))
     np.save(tmp_path / "h.npy", holo[0])
     invoke("infer", classical_run, tmp_path / "h.npy", "--out", tmp_path / "pred", "--device", "cpu")
@@ -102,6 +117,21 @@ def test_classical_model_run_evaluates_and_infers(classical_run, tmp_path):
     assert r.exit_code == 2 and r.output.strip().splitlines() == [
         "error: engine 'compiled' needs a model that runs in torch; ClassicalModel runs outside it (NumPy): use "
         "engine auto or reference"], r.output
+
+
+def test_profile_of_the_classical_model_shows_no_parameter_count(tmp_path):
+    """A model with nothing learned reads "–", not "0.000 M" (a number that looks measured)."""
+    import yaml
+
+    data = yaml.safe_load(UNET.read_text())
+    data["model"] = {"name": "classical", "params": {}}
+    (tmp_path / "classical.yaml").write_text(yaml.safe_dump(data))
+    out = invoke("profile", tmp_path / "classical.yaml", "--size", "64", "64").output
+    cells = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in out.splitlines()
+             if line.count("│") == 3}
+    assert cells["parameters"] == "– (nothing learned)" and cells["MACs"] == "not counted (NumPy)", out
+    assert json.loads(invoke("profile", tmp_path / "classical.yaml", "--size", "64", "64", "--json").output)[
+        "params"] == 0
 
 
 def test_classical_model_refuses_export(classical_run, tmp_path):
