@@ -9,6 +9,9 @@
 Every file goes through an atomic write (temporary file, then rename), and ``meta.json`` is written
 last, so a folder with ``meta.json`` is complete. Re-running over the same folder overwrites the
 files it writes and leaves others in place; the split files list only what was written.
+:func:`make_ground_truth` reads and checks every input before it writes anything, and removes an
+earlier ``meta.json`` before its first write: a run that fails part-way never leaves a ``meta.json``
+that describes maps it has replaced.
 """
 
 from __future__ import annotations
@@ -149,6 +152,24 @@ def ground_truth_phase(hologram: np.ndarray, background: np.ndarray | None = Non
                              sideband=sideband).phase
 
 
+def _check_inputs(raw: Path, holos: dict[str, Path]) -> None:
+    """Every hologram readable and demodulable (:func:`check_hologram`: not constant, at least 8x8 px), and
+    its background, if any, readable and of its size; else the one-line :class:`DataError` naming the file.
+    Each image is read here and again when its phase is made: reading is cheap beside the classical
+    pipeline, and no frame need be held for the second pass."""
+    sizes: dict[Path, tuple[int, ...]] = {}  # a shared background.* is read once
+    for name, holo_path in holos.items():
+        shape = check_hologram(read_image(holo_path), holo_path).shape
+        bg_path = background_path(raw, name)
+        if bg_path is None:
+            continue
+        if bg_path not in sizes:
+            sizes[bg_path] = read_image(bg_path).shape
+        if sizes[bg_path] != shape:
+            raise DataError(f"{holo_path}: size {shape[1]}x{shape[0]} differs from {bg_path} "
+                            f"({sizes[bg_path][1]}x{sizes[bg_path][0]})")
+
+
 def make_ground_truth(raw_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                       progress: Progress | None = None, *, filter_radius: float | None = None,
                       poly_order: int = 3, sideband: Sideband = "auto") -> Path:
@@ -163,23 +184,28 @@ def make_ground_truth(raw_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     and what the clip at 0 took. A frame with more than 1% of its pixels clipped, down to more than
     0.5 rad below the background, raises a :class:`ClippedPhaseWarning` naming it. ``progress(k)`` is
     called with the number of images done. Returns ``out_dir``.
+
+    Every input is read and checked before anything is written (a constant or tiny hologram, a
+    background of another size: :class:`DataError` naming the file, ``out_dir`` untouched). An earlier
+    ``meta.json`` in ``out_dir`` is removed before the first write and the new one written last, so a
+    run that still fails part-way (the pipeline on one frame, an interrupt) leaves no ``meta.json``
+    claiming the folder complete.
     """
     setting = check_sideband(sideband)  # before any file is written
     raw, out = Path(raw_dir), Path(out_dir)
     holos = index_images(raw / "interferograms", IMAGE_SUFFIXES)
+    _check_inputs(raw, holos)
+    (out / "meta.json").unlink(missing_ok=True)  # it describes the maps about to be replaced
     peak = 0.0
     with_background = 0
     carrier: tuple[float, float] | None = None
     frames: dict[str, dict[str, object]] = {}
     for k, (name, holo_path) in enumerate(holos.items(), start=1):
-        holo = check_hologram(read_image(holo_path), holo_path)
+        holo = read_image(holo_path)  # checked, with its background, by _check_inputs
         bg_path = background_path(raw, name)
         bg = None
         if bg_path is not None:
             bg = read_image(bg_path)
-            if bg.shape != holo.shape:
-                raise DataError(f"{holo_path}: size {holo.shape[1]}x{holo.shape[0]} differs from "
-                                f"{bg_path} ({bg.shape[1]}x{bg.shape[0]})")
             with_background += 1
             _copy(bg_path, out / "backgrounds" / bg_path.name)
         if carrier is None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -191,6 +192,32 @@ def test_data_truth_explicit_sideband(tmp_path: Path) -> None:
     assert meta["sideband"] == [-fx, -fy] == meta["frames"]["m"]["sideband"]
     got = tifffile.imread(tmp_path / "gt" / "phases" / "m.tif")
     assert float(np.sqrt(np.mean((got - s.phase) ** 2))) < 0.05
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (relative path) with the SHA-256 of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_data_truth_force_rerun_with_a_bad_frame_leaves_the_earlier_outputs(tmp_path: Path) -> None:
+    """A constant frame between two good ones: the --force rerun fails on it (one line, exit 2) before any
+    map is written, so the earlier maps and their meta.json stay as they were."""
+    cfg = sim64()
+    good = [field(base, nominal_carrier(cfg), "standard") for base in with_medium(cfg, 2)]
+    raw = write_raw(tmp_path / "raw", {"a": (good[0].hologram, good[0].background),
+                                       "z": (good[1].hologram, good[1].background)})
+    r = invoke("data", "truth", raw, "--out", tmp_path / "gt", "--quiet")
+    assert r.exit_code == 0, r.output
+    before = snapshot(tmp_path / "gt")
+    assert {"meta.json", "phases/a.tif", "phases/z.tif"} <= set(before)
+    # a new take of a (a rerun that wrote it would change its map and its copy), then a constant k
+    tifffile.imwrite(raw / "interferograms" / "a.tif", good[1].hologram)
+    tifffile.imwrite(raw / "backgrounds" / "a.tif", good[1].background)
+    np.save(raw / "interferograms" / "k.npy", np.full((64, 64), 0.5, np.float32))  # sorted between a and z
+    r = invoke("data", "truth", raw, "--out", tmp_path / "gt", "--quiet", "--force")
+    assert_one_line_error(r, f"{raw / 'interferograms' / 'k.npy'}: is constant (0.5 everywhere)")
+    assert snapshot(tmp_path / "gt") == before
 
 
 @pytest.mark.parametrize("value", ["up", "0,0", "0.2", "0.2,x", "0.7,0.1", "+,-"])

@@ -256,6 +256,29 @@ def test_make_ground_truth(tmp_path: Path) -> None:
     assert len(PhaseFolderDataset(out, "all")) == 3
 
 
+def test_make_ground_truth_failing_part_way_leaves_no_stale_meta(tmp_path: Path, monkeypatch) -> None:
+    """A frame the pipeline fails on (after the inputs were checked): the earlier meta.json, which would
+    describe maps already replaced, is gone; a folder with meta.json stays a complete one."""
+    from sparseconn_tasks.phase_retrieval import prepare
+
+    syn = write_synthetic(tmp_path / "syn", 3, tiny_cfg(), seed=1)
+    make_ground_truth(syn, tmp_path / "gt")
+    assert (tmp_path / "gt" / "meta.json").is_file()
+    made = prepare.ground_truth_info
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise DataError("the pipeline failed on frame 2")
+        return made(*args, **kwargs)
+
+    monkeypatch.setattr(prepare, "ground_truth_info", failing)
+    with pytest.raises(DataError, match="frame 2"):
+        make_ground_truth(syn, tmp_path / "gt")
+    assert not (tmp_path / "gt" / "meta.json").exists()
+
+
 def test_make_ground_truth_size_mismatch(tmp_path: Path) -> None:
     (tmp_path / "interferograms").mkdir()
     (tmp_path / "backgrounds").mkdir()
