@@ -10,8 +10,10 @@ Folder layout (``ROOT``)::
 
 Without ``splits/`` the names, sorted, are cut 80/10/10 into train/val/test (so neighbouring frames
 of one acquisition stay together); the split ``"all"`` is every name. An interferogram and its phase
-map must have the same size. The network's input is the interferogram (1, H, W) and its target is
-``phase / phase_range`` clipped to [0, 1] (the paper's ReLU6(x) / 6 head cannot go beyond).
+map must have the same size, and the interferogram must hold fringes: one under 8x8 px is refused when
+the data set is made (from its header), a constant one when it is read. The network's input is the
+interferogram (1, H, W) and its target is ``phase / phase_range`` clipped to [0, 1] (the paper's
+ReLU6(x) / 6 head cannot go beyond).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from sparseconn_tasks.phase_retrieval.classical import find_sideband
 from sparseconn_tasks.phase_retrieval.imageio_ import (
     IMAGE_SUFFIXES,
     PHASE_SUFFIXES,
+    check_hologram,
+    check_hologram_size,
     image_size,
     index_images,
     read_image,
@@ -172,8 +176,13 @@ class PhaseFolderDataset(Dataset):
             raise DataError(f"{phase_dir / (missing[0] + '.tif')}: phase map not found for interferogram "
                             f"{holos[missing[0]]} ({len(missing)} missing in split {split!r})")
         self.pairs = [(holos[n], phases[n]) for n in self.names]
-        for holo_path, phase_path in self.pairs:  # headers only: a bad pair fails now, not mid-training
+        # Headers only: a bad pair or a hologram too small to demodulate fails now, not mid-training. A
+        # constant hologram is refused when it is read (load): finding it here would take a whole pass
+        # over the pixels of the data set before the first step.
+        for holo_path, phase_path in self.pairs:
             a, b = image_size(holo_path), image_size(phase_path)
+            if a is not None:
+                check_hologram_size(a, holo_path)
             if a is not None and b is not None and a != b:
                 raise DataError(f"{holo_path}: size {a[1]}x{a[0]} differs from {phase_path} ({b[1]}x{b[0]})")
         meta = read_meta(self.root)
@@ -186,7 +195,7 @@ class PhaseFolderDataset(Dataset):
         if augment and symmetries != "none":
             carrier = meta.get("carrier")
             if carrier is None and symmetries != "all":
-                carrier = find_sideband(read_image(self.pairs[0][0]))
+                carrier = find_sideband(check_hologram(read_image(self.pairs[0][0]), self.pairs[0][0]))
             self.transforms = dihedral_transforms(symmetries, carrier)
         self.seed = seed
         self.epoch = 0
@@ -203,9 +212,10 @@ class PhaseFolderDataset(Dataset):
         return len(self.pairs)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Full-size (H, W) interferogram in [0, 1] and phase in rad, sizes checked."""
+        """Full-size (H, W) interferogram in [0, 1] and phase in rad, sizes checked; a hologram with no
+        fringes to demodulate (constant, or under 8x8 px: :func:`check_hologram`) is a DataError naming it."""
         holo_path, phase_path = self.pairs[index]
-        holo = read_image(holo_path)
+        holo = check_hologram(read_image(holo_path), holo_path)
         phase = read_image(phase_path, integer_ok=False)
         if holo.shape != phase.shape:
             raise DataError(f"{holo_path}: size {holo.shape[1]}x{holo.shape[0]} differs from "

@@ -110,14 +110,20 @@ finds no bin outside its DC disk (a 3x5 frame: ZeroDivisionError in the classica
 network), and a few pixels hold no fringe pattern anyway."""
 
 
+def check_hologram_size(size: tuple[int, ...], where: Path | str) -> None:
+    """A hologram's (H, W) at least :data:`MIN_HOLOGRAM_SIDE` px a side (from a header, before the pixels
+    are read); else :class:`DataError` naming ``where``."""
+    h, w = size[-2:]
+    if min(h, w) < MIN_HOLOGRAM_SIDE:
+        raise DataError(f"{where}: is {h}x{w} px (H x W); expected a hologram of at least "
+                        f"{MIN_HOLOGRAM_SIDE}x{MIN_HOLOGRAM_SIDE}")
+
+
 def check_hologram(image: np.ndarray, where: Path | str) -> np.ndarray:
     """``image`` (H, W) if fringes can be demodulated from it: at least :data:`MIN_HOLOGRAM_SIDE` px a side
     and not constant (an all-zero or saturated frame has no sideband: the pipeline would divide by zero,
     the network write NaN). Else :class:`DataError` naming ``where`` and why."""
-    h, w = image.shape[-2:]
-    if min(h, w) < MIN_HOLOGRAM_SIDE:
-        raise DataError(f"{where}: is {h}x{w} px (H x W); expected a hologram of at least "
-                        f"{MIN_HOLOGRAM_SIDE}x{MIN_HOLOGRAM_SIDE}")
+    check_hologram_size(image.shape, where)
     if not np.ptp(image) > 0:
         raise DataError(f"{where}: is constant ({float(image.flat[0]):g} everywhere): no fringes to demodulate")
     return image

@@ -228,6 +228,24 @@ def test_data_truth_bad_sideband_is_one_line(tmp_path: Path, value: str) -> None
     assert not (tmp_path / "gt").exists()
 
 
+def test_training_on_a_folder_with_a_constant_hologram_is_one_line(synth: Path, tmp_path: Path) -> None:
+    """The folder's train split holds a constant hologram: the run stops on it with the one line that infer
+    and data truth give, naming the file (not a NaN loss)."""
+    root = tmp_path / "set"
+    for sub in ("interferograms", "phases"):
+        (root / sub).mkdir(parents=True)
+        for name in ("sim_00000", "sim_00001"):
+            shutil.copy(synth / sub / f"{name}.tif", root / sub)
+    np.save(root / "interferograms" / "k.npy", np.full((64, 64), 0.5, np.float32))
+    tifffile.imwrite(root / "phases" / "k.tif", np.zeros((64, 64), np.float32))
+    (root / "splits").mkdir()
+    for split, name in (("train", "k"), ("val", "sim_00000"), ("test", "sim_00001")):
+        (root / "splits" / f"{split}.txt").write_text(f"{name}\n")
+    r = invoke("search", CONFIG, "--fast-dev-run", "--out", tmp_path / "run", "--device", "cpu", "--quiet",
+               "--set", "task.data.source=folder", "--set", f"task.data.root={root}", "--set", "task.data.crop=32")
+    assert_one_line_error(r, f"{root / 'interferograms' / 'k.npy'}: is constant (0.5 everywhere)")
+
+
 @pytest.fixture(scope="module")
 def searched(synth: Path, tmp_path_factory) -> tuple[Path, list[str]]:
     """The shipped config's fast-dev-run search on the 64-px folder set written above."""

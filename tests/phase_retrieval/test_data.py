@@ -229,6 +229,22 @@ def test_synthetic_dataset_and_writer_agree(tmp_path: Path) -> None:
     assert not [p for p in out.rglob(".*")]  # no temporary files left behind
 
 
+def test_a_folder_refuses_holograms_without_fringes(mixed_root: Path) -> None:
+    """Like infer and data truth: a hologram under 8x8 px is refused when the data set is made (its header
+    tells), a constant one when it is read; one line naming the file either way."""
+    holo, phase = mixed_root / "interferograms", mixed_root / "phases"
+    np.save(holo / "k.npy", np.full((24, 32), 0.25, np.float32))
+    tifffile.imwrite(phase / "k.tif", np.zeros((24, 32), np.float32))
+    ds = PhaseFolderDataset(mixed_root, "all")
+    assert ds.names[-1] == "k" and ds[0]["input"].shape == (1, 24, 32)  # the others load
+    with pytest.raises(DataError, match=r"^.*k\.npy: is constant \(0\.25 everywhere\): no fringes to demodulate$"):
+        ds[len(ds) - 1]
+    np.save(holo / "t.npy", np.random.default_rng(0).random((3, 5), np.float32))
+    tifffile.imwrite(phase / "t.tif", np.zeros((3, 5), np.float32))
+    with pytest.raises(DataError, match=r"t\.npy: is 3x5 px \(H x W\); expected a hologram of at least 8x8$"):
+        PhaseFolderDataset(mixed_root, "all")
+
+
 def test_make_ground_truth(tmp_path: Path) -> None:
     cfg = tiny_cfg()
     syn = write_synthetic(tmp_path / "syn", 3, cfg, seed=1)
