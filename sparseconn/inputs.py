@@ -78,6 +78,13 @@ INPUT_OPS: Registry[type[InputOp]] = Registry("input op")
 register_input_op = make_register(INPUT_OPS)
 
 
+def exporting() -> bool:
+    """Whether an op is being traced for an export (``torch.export``, which the ONNX exporter runs, or
+    TorchScript): sizes are then symbols, so an op builds size-dependent constants in the graph instead
+    of caching them, and may take export-friendly forms of a few ops; eager and compiled runs keep theirs."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad (B, C, H, W) on the bottom/right to multiples of ``multiple``; returns the original (H, W)."""
     h, w = x.shape[-2:]

@@ -8,7 +8,9 @@
   ``∂θ/∂x, ∂θ/∂y``. It learns what is hard (unwrapping, aberration removal, denoising) and is spared
   what is not (the carrier, the exposure, the fringe visibility and the illumination envelope, which
   all drop out of θ). A linear ramp and the piston are removed from θ first, so a carrier that is off
-  the configured one by a fraction of a bin, or a tilted wavefront, reaches the network as the same θ.
+  the configured one by a fraction of a bin, or a tilted wavefront, reaches the network as the same θ;
+  with ``detrend: n`` also a polynomial of degree n fitted to the background (:mod:`.detrend`), so
+  defocus, astigmatism and coma of any size do too.
 
 Both are exactly invariant to a gain and an offset of the hologram; ``sideband`` also to the carrier
 (found per image unless fixed) and to the envelope.
@@ -23,9 +25,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from sparseconn_tasks.phase_retrieval import detrend
 
 from sparseconn.errors import ConfigError
 from sparseconn.inputs import InputOp, Standardise, register_input_op
+from sparseconn.inputs import exporting as _exporting
 
 _TAPER = 0.3  # raised-cosine edge of the sideband window, as a fraction of its radius (as classical.py)
 _BOXED_MIN_PIXELS = 300 * 300
@@ -33,6 +37,7 @@ _BOXED_MIN_PIXELS = 300 * 300
 smaller batched ones the batched full transforms (the per-image loop's overhead outweighs its savings:
 6.4 against 3.2 ms for 16 images of 32², 14.4 against 18.6 ms for 4 of 320², 2 CPU cores)."""
 _DC_EXCLUSION = 0.05  # cycles/px: carriers with periods above 20 px are not looked for (as classical.py)
+_MAX_DETREND = 6  # the fit follows the cells more with each degree (4 already does on 128² fields)
 _CALIBRATION_FRAMES = 8  # frames SidebandInput.calibrate asks the classical pipeline about (a majority vote)
 
 
@@ -54,12 +59,6 @@ def _hypot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _rfreqs(n: int, device: torch.device) -> torch.Tensor:
     """``torch.fft.rfftfreq(n)``."""
     return torch.arange(n // 2 + 1, device=device, dtype=torch.float32) / n
-
-
-def _exporting() -> bool:
-    """Whether the op is being traced for an export (``torch.export``, which the ONNX exporter runs, or
-    TorchScript): sizes are then symbols, and a few ops take export-friendly forms; eager keeps its own."""
-    return torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
@@ -204,11 +203,34 @@ def _channels(re: torch.Tensor, im: torch.Tensor, cx: torch.Tensor, sx: torch.Te
     return out.contiguous(memory_format=torch.channels_last)
 
 
+def _ramp_free(re: torch.Tensor, im: torch.Tensor, cx: torch.Tensor, sx: torch.Tensor, cy: torch.Tensor,
+               sy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The field ``re + i·im`` (B, H, W) turned by the separable ramp phasor: its real and imaginary planes."""
+    pr, pi = _correction(cx, sx, cy, sy)
+    return re * pr - im * pi, re * pi + im * pr
+
+
+def _channels_detrended(re: torch.Tensor, im: torch.Tensor, q: torch.Tensor, grad_scale: float) -> torch.Tensor:
+    """The layer's output (B, 4, H, W), channels-last, from the ramp-free field and the polynomial phase with
+    the piston ``q`` (B, H, W): what :meth:`SidebandInput._forward` computes eagerly with ``detrend > 1``."""
+    c, s = torch.cos(q), torch.sin(q)
+    fr, fi = re * c + im * s, im * c - re * s
+    inv = torch.rsqrt((fr * fr + fi * fi).clamp_min(1e-24))
+    xr, xi = _step(fr, fi, -1)
+    yr, yi = _step(fr, fi, -2)
+    dx = torch.nn.functional.pad(_atan2_poly(xi, xr), (0, 1))
+    dy = torch.nn.functional.pad(_atan2_poly(yi, yr), (0, 0, 0, 1))
+    out = torch.stack([fr * inv, fi * inv, dx * grad_scale, dy * grad_scale], dim=1)
+    return out.contiguous(memory_format=torch.channels_last)
+
+
 @functools.cache
 def _compiled_parts() -> tuple[Callable[..., Any], ...]:
-    """:func:`_step_row_sums`, :func:`_piston_row_sums` and :func:`_channels` through ``torch.compile``,
-    made once per process (each compiles on its first call, and again for a new size)."""
-    return torch.compile(_step_row_sums), torch.compile(_piston_row_sums), torch.compile(_channels)
+    """:func:`_step_row_sums`, :func:`_piston_row_sums`, :func:`_channels`, :func:`_ramp_free` and
+    :func:`_channels_detrended` through ``torch.compile``, made once per process (each compiles on its
+    first call, and again for a new size)."""
+    return (torch.compile(_step_row_sums), torch.compile(_piston_row_sums), torch.compile(_channels),
+            torch.compile(_ramp_free), torch.compile(_channels_detrended))
 
 
 @register_input_op("sideband")
@@ -230,6 +252,12 @@ class SidebandInput(InputOp):
         pad: zero padding (px) on each side before the FFT, so the circular FFT does not mix opposite
             borders (the window's kernel is about ``1 / radius`` px wide).
         grad_scale: the gradients are multiplied by this (rad/px → about unit range).
+        detrend: degree of the polynomial phase removed from the field before the network sees it. 1 (the
+            default, what older runs were trained with): the linear ramp and the piston. 2-6: also a
+            polynomial of that degree fitted robustly to the background's phase gradient
+            (:mod:`~tasks.phase_retrieval.detrend`), so an aberration of any size, not only the sizes
+            seen in training, reaches the network as a flat background. The shipped configs use 3
+            (defocus, astigmatism, coma, trefoil; docs/measurements.md compares 1 to 4).
 
     Run eagerly on the CPU, only the window's bounding box of the spectrum is transformed back
     (:meth:`_boxed`); traced for an export (ONNX, TorchScript) or on a GPU, full transforms (:meth:`_full`).
@@ -251,7 +279,7 @@ class SidebandInput(InputOp):
 
     def __init__(self, in_channels: int, carrier: Literal["auto"] | list[float] = "auto",
                  sign: Literal["auto", "+", "-"] = "auto", radius: float = 1.0 / 3.0, pad: int = 16,
-                 grad_scale: float = 4.0) -> None:
+                 grad_scale: float = 4.0, detrend: int = 1) -> None:
         if in_channels != 1:
             raise ConfigError(f"input op 'sideband' demodulates one hologram channel; in_channels is {in_channels}")
         if sign not in ("auto", "+", "-"):
@@ -260,6 +288,9 @@ class SidebandInput(InputOp):
             raise ConfigError(f"input op 'sideband': carrier is {carrier!r}; expected 'auto' or [fx, fy] in cycles/px")
         if not 0 < radius < 1:
             raise ConfigError(f"input op 'sideband': radius is {radius!r}; expected a fraction of |f_c| in (0, 1)")
+        if isinstance(detrend, bool) or not isinstance(detrend, int) or not 1 <= detrend <= _MAX_DETREND:
+            raise ConfigError(f"input op 'sideband': detrend is {detrend!r}; expected the degree of the polynomial "
+                              f"phase removed, an integer from 1 (the linear ramp) to {_MAX_DETREND}")
         super().__init__(in_channels)
         self.carrier = carrier if carrier == "auto" else tuple(float(c) for c in carrier)
         # A fixed carrier names its order: "auto" then takes it as given (as "+").
@@ -267,6 +298,7 @@ class SidebandInput(InputOp):
         self.radius = float(radius)
         self.pad = int(pad)
         self.grad_scale = float(grad_scale)
+        self.detrend = detrend
         if self.sign == "auto":
             self.register_buffer("reference", torch.zeros(2))
             """(fx, fy) cycles/px of the order that holds +φ, as :meth:`calibrate` found it; zeros: not yet."""
@@ -424,6 +456,10 @@ class SidebandInput(InputOp):
         ay = torch.atan2(_total(syi), _total(syr))[:, None]
         cx, sx = _phasor(-ax, w)  # (B, W)
         cy, sy = _phasor(-ay, h)  # (B, H)
+        if self.detrend > 1:  # the polynomial and the piston from the ramp-free field, the steps anew
+            pr, pi = _correction(cx, sx, cy, sy)
+            fr, fi = self._detrended(re * pr - im * pi, re * pi + im * pr)
+            return (fr, fi) if not steps else (fr, fi, *_step(fr, fi, -1), *_step(fr, fi, -2))
         # The piston: the phase of the field's sum once the ramp is gone.
         # (matrix-vector products: (B, H, W) @ (B, W, 1), no (B, H, W) temporaries)
         rr = (torch.matmul(re, cx[:, :, None]) - torch.matmul(im, sx[:, :, None]))[..., 0]  # (B, H)
@@ -438,11 +474,26 @@ class SidebandInput(InputOp):
         return (re * pr - im * pi, re * pi + im * pr, sxr * tx + sxi * ty, sxi * tx - sxr * ty,
                 syr * uy + syi * vy, syi * uy - syr * vy)
 
+    def _polynomial(self, re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+        """The polynomial phase fitted to the ramp-free field ``re + i·im`` (B, H, W), with the piston of
+        what is left: (B, H, W), rad."""
+        h, w = re.shape[-2:]
+        br, bi = detrend.block_means(re, im)
+        coef = detrend.fit(br, bi, h, w, self.detrend)
+        piston = detrend.piston(br, bi, coef, h, w, self.detrend)
+        return detrend.plane(coef, self.detrend, h, w) + piston[:, None, None]
+
+    def _detrended(self, re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ramp-free field ``re + i·im`` (B, H, W) less its fitted polynomial phase and its piston."""
+        q = self._polynomial(re, im)
+        c, s = torch.cos(q), torch.sin(q)
+        return re * c + im * s, im * c - re * s
+
     def _compiled_forward(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`_forward` for CPU inference once :meth:`compile_parts` has run: the transforms and the
         image-wide sums eager, the arithmetic on whole planes compiled (row sums, which run in parallel
         over rows; the four channels in one pass, written channels-last for the encoder's first conv)."""
-        step_row_sums, piston_row_sums, channels = self._parts
+        step_row_sums, piston_row_sums, channels, ramp_free, channels_detrended = self._parts
         h, w = x.shape[-2:]
         re, im = self._field(x[:, 0].float())
         sx_rows, sy_rows = step_row_sums(re, im)  # (B, 2, H), (B, 2, H - 1)
@@ -451,6 +502,9 @@ class SidebandInput(InputOp):
         ay = torch.atan2(sy_tot[:, 1], sy_tot[:, 0])[:, None]
         cx, sx = _phasor(-ax, w)
         cy, sy = _phasor(-ay, h)
+        if self.detrend > 1:  # the fit on the block means is small and stays eager
+            fr, fi = ramp_free(re, im, cx, sx, cy, sy)
+            return channels_detrended(fr, fi, self._polynomial(fr, fi), self.grad_scale)
         rr, ri = piston_row_sums(re, im, cx, sx)
         cx, sx = _phasor(-ax, w, -_piston(rr, ri, cy, sy))
         return channels(re, im, cx, sx, cy, sy, ax, ay, self.grad_scale)
