@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from sparseconn_tasks.phase_retrieval import detrend
+from sparseconn_tasks.phase_retrieval.sideband_compiled import _correction, _step, compiled_parts
 
 from sparseconn.errors import ConfigError
 from sparseconn.inputs import InputOp, Standardise, register_input_op
@@ -104,14 +105,6 @@ def _phasor(step: torch.Tensor, n: int, offset: torch.Tensor | None = None) -> t
     return torch.cos(angle), torch.sin(angle)
 
 
-def _step(re: torch.Tensor, im: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real and imaginary parts of ``z[k+1] · conj(z[k])`` along ``dim`` for ``z = re + i·im``."""
-    n = re.shape[dim]
-    ar, ai = re.narrow(dim, 1, n - 1), im.narrow(dim, 1, n - 1)
-    br, bi = re.narrow(dim, 0, n - 1), im.narrow(dim, 0, n - 1)
-    return ar * br + ai * bi, ai * br - ar * bi
-
-
 def _window(d: torch.Tensor, r_in: torch.Tensor, r_out: torch.Tensor) -> torch.Tensor:
     """The sideband window at distance ``d`` from the carrier: 1 inside ``r_in``, a raised cosine to 0 at
     ``r_out``, exactly 0 beyond."""
@@ -137,100 +130,6 @@ def _piston(rr: torch.Tensor, ri: torch.Tensor, cy: torch.Tensor, sy: torch.Tens
     """The piston (B, 1): the phase of the field's sum once the ramp is gone, from the row sums ``rr + i·ri``
     (B, H) of the field turned by the W phasor, turned by the H phasor ``cy + i·sy`` (B, H)."""
     return torch.atan2((rr * sy + ri * cy).sum(dim=-1), (rr * cy - ri * sy).sum(dim=-1))[:, None]
-
-
-def _correction(cx: torch.Tensor, sx: torch.Tensor, cy: torch.Tensor, sy: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The separable correction phasor (B, H, W), real and imaginary parts, from its W and H factors."""
-    pr = cx[:, None, :] * cy[:, :, None] - sx[:, None, :] * sy[:, :, None]
-    pi = cx[:, None, :] * sy[:, :, None] + sx[:, None, :] * cy[:, :, None]
-    return pr, pi
-
-
-# --- the compiled CPU inference path (SidebandInput.compile_parts) ----------------------------------------
-
-_ATAN = (0.99999933564, -0.33329860885, 0.19946565904, -0.13908628094, 0.096421889088, -0.055912165369,
-         0.021862821453, -0.0040545241132)
-"""``atan(a) ≈ a · P(a²)`` on [0, 1], P's coefficients from the constant term up: within 4e-8 rad of atan in
-exact arithmetic, 1.2e-7 evaluated in float32 (least squares on Chebyshev nodes, reweighted towards the
-minimax fit)."""
-
-
-def _atan2_poly(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``atan2(y, x)`` from one division, a polynomial and selects, for compiled code: inductor vectorises
-    it, while its own ``atan2`` runs element by element on the CPU (the layer's four 1024² channels in 4.6
-    against 8-13 ms on 2 cores). Within 3.5e-7 rad of float64 ``atan2`` (torch's float32 one: 1.5e-7); it
-    differs only in signed zeros: ``y = -0`` gives ``+π`` for ``x < 0``, and ``x = y = 0`` gives 0."""
-    ax, ay = x.abs(), y.abs()
-    a = torch.minimum(ax, ay) / torch.maximum(ax, ay).clamp_min(1e-38)
-    s = a * a
-    p = s * _ATAN[-1] + _ATAN[-2]
-    for c in _ATAN[-3::-1]:
-        p = p * s + c
-    r = a * p
-    r = torch.where(ay > ax, math.pi / 2 - r, r)
-    r = torch.where(x < 0, math.pi - r, r)
-    return torch.where(y < 0, -r, r)
-
-
-def _step_row_sums(re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row sums of the neighbour products' real and imaginary parts: along W (B, 2, H), along H (B, 2, H - 1)."""
-    xr, xi = _step(re, im, -1)
-    yr, yi = _step(re, im, -2)
-    return torch.stack([xr.sum(dim=-1), xi.sum(dim=-1)], dim=1), torch.stack([yr.sum(dim=-1), yi.sum(dim=-1)], dim=1)
-
-
-def _piston_row_sums(re: torch.Tensor, im: torch.Tensor, cx: torch.Tensor,
-                     sx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row sums (B, H) of the field turned by the W phasor ``cx + i·sx`` (B, W): real and imaginary parts."""
-    c, s = cx[:, None, :], sx[:, None, :]
-    return (re * c - im * s).sum(dim=-1), (re * s + im * c).sum(dim=-1)
-
-
-def _channels(re: torch.Tensor, im: torch.Tensor, cx: torch.Tensor, sx: torch.Tensor, cy: torch.Tensor,
-              sy: torch.Tensor, ax: torch.Tensor, ay: torch.Tensor, grad_scale: float) -> torch.Tensor:
-    """The layer's output (B, 4, H, W), channels-last, from the field's planes and its correction (the
-    phasors with the piston, the steps ``ax, ay``): what :meth:`SidebandInput._forward` computes eagerly."""
-    pr, pi = _correction(cx, sx, cy, sy)
-    inv = torch.rsqrt((re * re + im * im).clamp_min(1e-24))
-    xr, xi = _step(re, im, -1)
-    yr, yi = _step(re, im, -2)
-    tx, ty = torch.cos(ax)[:, :, None], torch.sin(ax)[:, :, None]
-    uy, vy = torch.cos(ay)[:, :, None], torch.sin(ay)[:, :, None]
-    dx = torch.nn.functional.pad(_atan2_poly(xi * tx - xr * ty, xr * tx + xi * ty), (0, 1))
-    dy = torch.nn.functional.pad(_atan2_poly(yi * uy - yr * vy, yr * uy + yi * vy), (0, 0, 0, 1))
-    out = torch.stack([(re * pr - im * pi) * inv, (re * pi + im * pr) * inv, dx * grad_scale, dy * grad_scale],
-                      dim=1)
-    return out.contiguous(memory_format=torch.channels_last)
-
-
-def _ramp_free(re: torch.Tensor, im: torch.Tensor, cx: torch.Tensor, sx: torch.Tensor, cy: torch.Tensor,
-               sy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The field ``re + i·im`` (B, H, W) turned by the separable ramp phasor: its real and imaginary planes."""
-    pr, pi = _correction(cx, sx, cy, sy)
-    return re * pr - im * pi, re * pi + im * pr
-
-
-def _channels_detrended(re: torch.Tensor, im: torch.Tensor, q: torch.Tensor, grad_scale: float) -> torch.Tensor:
-    """The layer's output (B, 4, H, W), channels-last, from the ramp-free field and the polynomial phase with
-    the piston ``q`` (B, H, W): what :meth:`SidebandInput._forward` computes eagerly with ``detrend > 1``."""
-    c, s = torch.cos(q), torch.sin(q)
-    fr, fi = re * c + im * s, im * c - re * s
-    inv = torch.rsqrt((fr * fr + fi * fi).clamp_min(1e-24))
-    xr, xi = _step(fr, fi, -1)
-    yr, yi = _step(fr, fi, -2)
-    dx = torch.nn.functional.pad(_atan2_poly(xi, xr), (0, 1))
-    dy = torch.nn.functional.pad(_atan2_poly(yi, yr), (0, 0, 0, 1))
-    out = torch.stack([fr * inv, fi * inv, dx * grad_scale, dy * grad_scale], dim=1)
-    return out.contiguous(memory_format=torch.channels_last)
-
-
-@functools.cache
-def _compiled_parts() -> tuple[Callable[..., Any], ...]:
-    """:func:`_step_row_sums`, :func:`_piston_row_sums`, :func:`_channels`, :func:`_ramp_free` and
-    :func:`_channels_detrended` through ``torch.compile``, made once per process (each compiles on its
-    first call, and again for a new size)."""
-    return (torch.compile(_step_row_sums), torch.compile(_piston_row_sums), torch.compile(_channels),
-            torch.compile(_ramp_free), torch.compile(_channels_detrended))
 
 
 @register_input_op("sideband")
@@ -474,18 +373,20 @@ class SidebandInput(InputOp):
         return (re * pr - im * pi, re * pi + im * pr, sxr * tx + sxi * ty, sxi * tx - sxr * ty,
                 syr * uy + syi * vy, syi * uy - syr * vy)
 
-    def _polynomial(self, re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
-        """The polynomial phase fitted to the ramp-free field ``re + i·im`` (B, H, W), with the piston of
-        what is left: (B, H, W), rad."""
-        h, w = re.shape[-2:]
-        br, bi = detrend.block_means(re, im)
+    def _table(self, br: torch.Tensor, bi: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """The polynomial phase fitted to an (H, W) ramp-free field from its block means ``br + i·bi``, with
+        the piston of what is left, as a table (B, d + 1, d + 1) (:func:`~.detrend.table`)."""
         coef = detrend.fit(br, bi, h, w, self.detrend)
         piston = detrend.piston(br, bi, coef, h, w, self.detrend)
-        return detrend.plane(coef, self.detrend, h, w) + piston[:, None, None]
+        c = detrend.table(coef, self.detrend)
+        at_origin = torch.zeros_like(c)
+        at_origin[:, 0, 0] = 1.0
+        return c + at_origin * piston[:, None, None]
 
     def _detrended(self, re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The ramp-free field ``re + i·im`` (B, H, W) less its fitted polynomial phase and its piston."""
-        q = self._polynomial(re, im)
+        h, w = re.shape[-2:]
+        q = detrend.evaluate(self._table(*detrend.block_means(re, im), h, w), h, w)
         c, s = torch.cos(q), torch.sin(q)
         return re * c + im * s, im * c - re * s
 
@@ -493,7 +394,7 @@ class SidebandInput(InputOp):
         """:meth:`_forward` for CPU inference once :meth:`compile_parts` has run: the transforms and the
         image-wide sums eager, the arithmetic on whole planes compiled (row sums, which run in parallel
         over rows; the four channels in one pass, written channels-last for the encoder's first conv)."""
-        step_row_sums, piston_row_sums, channels, ramp_free, channels_detrended = self._parts
+        step_row_sums, piston_row_sums, channels, ramp_free_blocks, channels_detrended = self._parts
         h, w = x.shape[-2:]
         re, im = self._field(x[:, 0].float())
         sx_rows, sy_rows = step_row_sums(re, im)  # (B, 2, H), (B, 2, H - 1)
@@ -503,8 +404,8 @@ class SidebandInput(InputOp):
         cx, sx = _phasor(-ax, w)
         cy, sy = _phasor(-ay, h)
         if self.detrend > 1:  # the fit on the block means is small and stays eager
-            fr, fi = ramp_free(re, im, cx, sx, cy, sy)
-            return channels_detrended(fr, fi, self._polynomial(fr, fi), self.grad_scale)
+            br, bi = ramp_free_blocks(re, im, cx, sx, cy, sy, detrend.BLOCK)
+            return channels_detrended(re, im, cx, sx, cy, sy, self._table(br, bi, h, w), self.grad_scale)
         rr, ri = piston_row_sums(re, im, cx, sx)
         cx, sx = _phasor(-ax, w, -_piston(rr, ri, cy, sy))
         return channels(re, im, cx, sx, cy, sy, ax, ay, self.grad_scale)
@@ -522,7 +423,7 @@ class SidebandInput(InputOp):
         the four channels in one pass with a vectorised atan2, written channels-last for the encoder's
         first conv. The FFTs and the image-wide totals of the row sums stay eager. At 1024² on 2 CPU cores,
         23-26 against 36-40 ms for the eager layer, the two called in turn."""
-        self._parts = _compiled_parts()
+        self._parts = compiled_parts()
         return "its plane arithmetic compiled"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -263,7 +263,7 @@ def test_sideband_compiled_parts_give_the_eager_output(detrend):
 def test_the_polynomial_atan2_of_the_compiled_layer():
     """``_atan2_poly`` (vectorised by inductor, unlike its atan2) stays within 3.5e-7 rad of float64 atan2
     at every scale, in every quadrant and on the axes, and carries NaN through."""
-    from sparseconn_tasks.phase_retrieval.inputs import _atan2_poly
+    from sparseconn_tasks.phase_retrieval.sideband_compiled import _atan2_poly
 
     generator = torch.Generator().manual_seed(0)
     for scale in (1e-30, 1e-3, 1.0, 1e3, 1e30):
