@@ -22,6 +22,7 @@ task's FFT sideband demodulation); the core ships ``identity`` and ``standardise
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -135,6 +136,15 @@ def input_channels(name: str, in_channels: int, params: dict[str, Any]) -> int:
     cls = INPUT_OPS.get(name)
     check_params("input op", name, cls, params, skip=1)
     return cls.channels(in_channels, **params)
+
+
+def resolved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` of input op ``name`` with its defaults filled in: two settings that build the same op
+    compare equal (``{}`` and ``{"detrend": 1}`` for the sideband layer)."""
+    signature = inspect.signature(INPUT_OPS.get(name).__init__)
+    defaults = {k: p.default for k, p in signature.parameters.items()
+                if p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD}
+    return {**defaults, **params}
 
 
 def build_input_op(name: str, in_channels: int, params: dict[str, Any]) -> InputOp:

@@ -38,6 +38,7 @@ from sparseconn.engine.rundir import check_run_membership, config_of, prepare_ru
 from sparseconn.engine.trainer import Trainer
 from sparseconn.errors import CheckpointError, SparseconnError
 from sparseconn.fileio import atomic_write_json, check_out_file
+from sparseconn.inputs import resolved_params
 from sparseconn.models import build_model, display_name
 from sparseconn.network import build_child, build_supernet
 from sparseconn.pruning import derive
@@ -201,8 +202,8 @@ def starting_weights(cfg: RunConfig, arch: Architecture) -> Architecture:
 
 def check_same_space(cfg: RunConfig, arch: Architecture) -> None:
     """A one-line error where ``arch`` was derived from another kind of network than ``cfg.space`` builds
-    (input channels, input op, encoder, head): the child is built from the architecture alone, so the run's
-    ``config.yaml`` would describe a network it does not hold."""
+    (input channels, input op and its settings, encoder, head): the child is built from the architecture
+    alone, so the run's ``config.yaml`` would describe a network it does not hold."""
     mine, theirs = cfg.space, arch.space
     pairs = {"in_channels": (mine.in_channels, theirs.in_channels),
              "input op": (mine.input.name, theirs.input.name),
@@ -212,6 +213,15 @@ def check_same_space(cfg: RunConfig, arch: Architecture) -> None:
         if want != got:
             raise SparseconnError(f"--arch: the architecture's {what} is {got!r}, the config's space has {want!r}; "
                                   "retrain a child with the config it was searched with")
+    ours, arch_params = (resolved_params(mine.input.name, mine.input.params),
+                         resolved_params(theirs.input.name, theirs.input.params))
+    if ours != arch_params:
+        differ = {k: (arch_params.get(k), ours.get(k)) for k in sorted(set(ours) | set(arch_params))
+                  if ours.get(k) != arch_params.get(k)}
+        what = ", ".join(f"{k}: {a!r} in the architecture, {c!r} in the config" for k, (a, c) in differ.items())
+        raise SparseconnError(f"--arch: the input op {mine.input.name!r} is set up differently ({what}); "
+                              "retrain a child with the config it was searched with, or set the config's "
+                              "space.input to the architecture's")
 
 
 def train(cfg: RunConfig, arch: Architecture, out: Path, opts: RunOptions = RunOptions(),

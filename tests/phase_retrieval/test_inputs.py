@@ -323,3 +323,31 @@ def test_sideband_auto_sign_is_kept_by_checkpoints_and_old_states_load_uncalibra
     for params in ({"sign": "+"}, {"sign": "-"}, {"carrier": [0.2, 0.2]}):
         fixed = build_input_op("sideband", 1, params)
         assert fixed.calibrated and fixed.calibrate(torch.zeros(1, 1, 64, 64)) is None and not fixed.state_dict()
+
+
+def test_train_refuses_an_architecture_whose_sideband_is_set_up_differently():
+    """The child is built from the architecture alone: the shipped demo child (``detrend: 3``) trained with
+    a config of ``detrend: 1`` would run the ramp-only layer under a config.yaml that says 3. Settings that
+    build the same op (``{}`` and the default written out) are the same."""
+    from pathlib import Path
+
+    from sparseconn.architecture import Architecture
+    from sparseconn.engine.config import load_run_config
+    from sparseconn.engine.jobs import check_same_space
+    from sparseconn.errors import SparseconnError
+
+    tasks = Path(__file__).parents[2] / "tasks"
+    cfg = load_run_config(tasks / "phase_retrieval.yaml")
+    arch = Architecture.load(tasks / "phase_retrieval" / "architectures" / "demo_child.json")
+    check_same_space(cfg, arch)  # the shipped pair agrees
+
+    def with_input(params: dict):
+        space = arch.space.model_copy(update={"input": arch.space.input.model_copy(update={"params": params})})
+        return arch.model_copy(update={"space": space})
+
+    with pytest.raises(SparseconnError, match=r"input op 'sideband' is set up differently \(detrend: 1 in the "
+                                              r"architecture, 3 in the config\)"):
+        check_same_space(cfg, with_input({}))
+    ramp = cfg.model_copy(update={"space": cfg.space.model_copy(update={
+        "input": cfg.space.input.model_copy(update={"params": {}})})})
+    check_same_space(ramp, with_input({"detrend": 1}))
