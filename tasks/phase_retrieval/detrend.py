@@ -74,6 +74,29 @@ def _powers(v: torch.Tensor, top: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=16)
+def _map_values(degree: int) -> tuple[list[list[float]], ...]:
+    """The entries of :func:`_maps`'s matrices as nested lists. Only Python values are cached: tensors made
+    while an exporter traces are fake ones, and a cached fake tensor poisons every later call."""
+    t = terms(degree)
+    n, side, d = len(t), 2 * degree - 1, degree
+    tx, ty = [[0.0] * (n * n) for _ in range(side * side)], [[0.0] * (n * n) for _ in range(side * side)]
+    ux, uy = [[0.0] * n for _ in range(d * d)], [[0.0] * n for _ in range(d * d)]
+    sx, sy = [[0.0] * (d * d) for _ in range(n)], [[0.0] * (d * d) for _ in range(n)]
+    for k, (ik, jk) in enumerate(t):
+        if ik:
+            ux[jk * d + ik - 1][k] = ik
+            sx[k][jk * d + ik - 1] = ik
+        if jk:
+            uy[(jk - 1) * d + ik][k] = jk
+            sy[k][(jk - 1) * d + ik] = jk
+        for m, (im, jm) in enumerate(t):
+            if ik and im:
+                tx[(jk + jm) * side + ik + im - 2][k * n + m] = ik * im
+            if jk and jm:
+                ty[(jk + jm - 2) * side + ik + im][k * n + m] = jk * jm
+    return tx, ty, ux, uy, sx, sy
+
+
 def _maps(degree: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Constant matrices that turn weighted moments into the normal equations, and coefficients into the
     gradient polynomials, for ``terms(degree)`` (sizes do not enter: they hold in an export too).
@@ -83,24 +106,7 @@ def _maps(degree: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     i_l]`` for terms ``X^i·Y^j``: ``M = μ·TX + ν·TY`` (flattened), and likewise the right-hand side from the
     moments of ``w·g``. ``SX`` and ``SY`` map the coefficients to the (d, d) tables of ``∂/∂X`` and ``∂/∂Y``
     (``[q, p]``: the coefficient of ``X^p·Y^q``)."""
-    t = terms(degree)
-    n, side, d = len(t), 2 * degree - 1, degree
-    tx, ty = torch.zeros(side * side, n * n), torch.zeros(side * side, n * n)
-    ux, uy = torch.zeros(d * d, n), torch.zeros(d * d, n)
-    sx, sy = torch.zeros(n, d * d), torch.zeros(n, d * d)
-    for k, (ik, jk) in enumerate(t):
-        if ik:
-            ux[jk * d + ik - 1, k] = ik
-            sx[k, jk * d + ik - 1] = ik
-        if jk:
-            uy[(jk - 1) * d + ik, k] = jk
-            sy[k, (jk - 1) * d + ik] = jk
-        for m, (im, jm) in enumerate(t):
-            if ik and im:
-                tx[(jk + jm) * side + ik + im - 2, k * n + m] = ik * im
-            if jk and jm:
-                ty[(jk + jm - 2) * side + ik + im, k * n + m] = jk * jm
-    return tuple(a.to(device) for a in (tx, ty, ux, uy, sx, sy))
+    return tuple(torch.tensor(v, dtype=torch.float32, device=device) for v in _map_values(degree))
 
 
 def _moments(wmap: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:

@@ -379,9 +379,7 @@ class SidebandInput(InputOp):
         coef = detrend.fit(br, bi, h, w, self.detrend)
         piston = detrend.piston(br, bi, coef, h, w, self.detrend)
         c = detrend.table(coef, self.detrend)
-        at_origin = torch.zeros_like(c)
-        at_origin[:, 0, 0] = 1.0
-        return c + at_origin * piston[:, None, None]
+        return c + torch.nn.functional.pad(piston[:, None, None], (0, self.detrend, 0, self.detrend))
 
     def _detrended(self, re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The ramp-free field ``re + i·im`` (B, H, W) less its fitted polynomial phase and its piston."""
