@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from sparseconn_tasks.phase_retrieval.detrend import grid
 
 
 def _step(re: torch.Tensor, im: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,8 +101,7 @@ def _channels_detrended(re: torch.Tensor, im: torch.Tensor, cx: torch.Tensor, sx
     per pixel by Horner's rule (no plane of ``q`` or of the turned field is written)."""
     b, h, w = re.shape
     d1 = table.shape[-1]
-    x = (torch.arange(w, device=re.device, dtype=torch.float32) - (w - 1) / 2) / (w / 2)
-    y = (torch.arange(h, device=re.device, dtype=torch.float32) - (h - 1) / 2) / (h / 2)
+    x, y = grid(w, re.device), grid(h, re.device)
     rows = []  # R_j(x) = Σ_i table[j, i]·x^i, (B, W) each
     for j in range(d1):
         r = table[:, j, d1 - 1, None].expand(b, w)
