@@ -13,7 +13,8 @@ of one acquisition stay together); the split ``"all"`` is every name. An interfe
 map must have the same size, and the interferogram must hold fringes: one under 8x8 px is refused when
 the data set is made (from its header), a constant one when it is read. The network's input is the
 interferogram (1, H, W) and its target is ``phase / phase_range`` clipped to [0, 1] (the paper's
-ReLU6(x) / 6 head cannot go beyond).
+ReLU6(x) / 6 head cannot go beyond); a phase map with more than 0.1% of its pixels above the range is
+refused when it is read, naming its largest phase.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from sparseconn.fileio import read_json_object
 SPLITS = ("train", "val", "test")
 SYMMETRIES = ("half_plane", "carrier", "all", "none")  # augmentation sets, see PhaseFolderDataset
 DEFAULT_PHASE_RANGE = 12.0  # rad, the paper's data (docs/reference.md §1)
+_RANGE_SLACK = 1e-3  # relative: a map written with phase_range = its rounded maximum stays within
+_MAX_OVER_RANGE = 1e-3  # share of a phase map's pixels that may lie above the range (outliers) before it is refused
 
 
 def default_split(names: list[str], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -188,6 +191,9 @@ class PhaseFolderDataset(Dataset):
         meta = read_meta(self.root)
         self.phase_range = float(phase_range if phase_range is not None
                                  else meta.get("phase_range", DEFAULT_PHASE_RANGE))
+        self._range_source = ("as set" if phase_range is not None else
+                              f"from {self.root / 'meta.json'}" if "phase_range" in meta else
+                              f"the default: {self.root / 'meta.json'} sets none")
         self.crop = _crop_size(crop)
         self.augment = augment
         self.symmetries = symmetries
@@ -220,6 +226,14 @@ class PhaseFolderDataset(Dataset):
         if holo.shape != phase.shape:
             raise DataError(f"{holo_path}: size {holo.shape[1]}x{holo.shape[0]} differs from "
                             f"{phase_path} ({phase.shape[1]}x{phase.shape[0]})")
+        # The target is phase / phase_range clipped to [0, 1]: a map that goes past the range would train a
+        # network that silently tops out below the sample (a few outliers, e.g. unwrapping errors, may).
+        over = float(np.count_nonzero(phase > self.phase_range * (1 + _RANGE_SLACK))) / max(phase.size, 1)
+        if over > _MAX_OVER_RANGE:
+            raise DataError(f"{phase_path}: {100 * over:.2g}% of the phase map is above the phase range "
+                            f"{self.phase_range:g} rad ({self._range_source}; its largest phase is "
+                            f"{float(np.nanmax(phase)):.3g} rad); set task.phase_range or meta.json's "
+                            f"\"phase_range\" to at least that")
         return holo, phase
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:

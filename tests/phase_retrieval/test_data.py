@@ -79,6 +79,33 @@ def test_meta_phase_range(mixed_root: Path) -> None:
     np.testing.assert_allclose(ds[0]["target"][0].numpy(), ramp(), atol=1e-6)
 
 
+def test_a_phase_map_above_the_range_is_refused_when_read(mixed_root: Path) -> None:
+    """The target is clipped to the range: a map that goes past it (no meta.json, the 12 rad default) would
+    train a network that tops out below the sample. One line naming the map, its largest phase and the fix;
+    a few outlier pixels (unwrapping errors) pass."""
+    tall = (20.0 * ramp()).astype(np.float32)  # 0..20 rad: 40% above 12
+    tifffile.imwrite(mixed_root / "phases" / "d.tif", tall)
+    ds = PhaseFolderDataset(mixed_root, "all")
+    assert ds[0]["target"].shape == (1, 24, 32)  # the others load
+    pattern = (r"^.*d\.tif: 40% of the phase map is above the phase range 12 rad \(the default: .*meta\.json sets "
+               r"none; its largest phase is 20 rad\); set task\.phase_range or meta\.json's \"phase_range\" to at "
+               r"least that$")
+    with pytest.raises(DataError, match=pattern):
+        ds[3]
+    with pytest.raises(DataError, match=r"above the phase range 8 rad \(as set;"):
+        PhaseFolderDataset(mixed_root, "all", phase_range=8.0)[3]
+    (mixed_root / "meta.json").write_text(json.dumps({"phase_range": 20.0}))
+    assert float(PhaseFolderDataset(mixed_root, "all")[3]["target"].max()) == pytest.approx(1.0)
+    (mixed_root / "meta.json").write_text(json.dumps({"phase_range": 19.0}))
+    with pytest.raises(DataError, match=r"range 19 rad \(from .*meta\.json;"):
+        PhaseFolderDataset(mixed_root, "all")[3]
+    outlier = np.zeros((24, 32), np.float32)
+    outlier[3, 4] = 50.0  # one outlier pixel in 32 000 passes (its target is clipped)
+    tifffile.imwrite(mixed_root / "phases" / "d.tif", np.pad(outlier, ((0, 1000 - 24), (0, 0))))
+    np.save(mixed_root / "interferograms" / "d.npy", np.pad(ramp(), ((0, 1000 - 24), (0, 0))).astype(np.float32))
+    assert float(PhaseFolderDataset(mixed_root, "all")[3]["target"].max()) == 1.0
+
+
 def write_bad(path: Path, kind: str) -> None:
     if kind == "nan":
         tifffile.imwrite(path, np.array([[0.0, np.nan], [np.inf, 1.0]], np.float32))
