@@ -64,11 +64,13 @@ def paper_policy(src_stride: int | None, dst_stride: int | None) -> str:
 
 @register_resize_policy("conv_first")
 def conv_first_policy(src_stride: int | None, dst_stride: int | None) -> str:
+    """Every connection convolves at its source's resolution, then resizes to the destination's."""
     return "conv_first"
 
 
 @register_resize_policy("resize_first")
 def resize_first_policy(src_stride: int | None, dst_stride: int | None) -> str:
+    """Every connection resizes to the destination's resolution first, then convolves there."""
     return "resize_first"
 
 

@@ -71,22 +71,26 @@ register_regularizer = make_register(REGULARIZERS)
 
 @register_regularizer("binary_entropy")
 def _binary_entropy(w: torch.Tensor, ctx: RegContext, eps: float = EPS) -> torch.Tensor:
+    """Eq. (3a): mean binary entropy of the weights, pushing each to 0 or 1."""
     return binary_entropy(w, eps)
 
 
 @register_regularizer("global_sparsity")
 def _global_sparsity(w: torch.Tensor, ctx: RegContext, reduction: str = "sum") -> torch.Tensor:
+    """Eq. (3b): the sum (or mean) of all weights, one sparsity pressure on the whole network."""
     return global_sparsity(w, reduction)
 
 
 @register_regularizer("stage_target")
 def _stage_target(w: torch.Tensor, ctx: RegContext, ratio_numerator: float = 2.0,
                   max_ratio: float = 0.5) -> torch.Tensor:
+    """SparseMask's per-stage target: each decoder stage's mean weight pulled to its own ratio."""
     return stage_target(w, ctx.groups.to(w.device), ratio_numerator, max_ratio)
 
 
 @register_regularizer("cost_weighted_sparsity")
 def _cost_weighted(w: torch.Tensor, ctx: RegContext, reduction: str = "sum") -> torch.Tensor:
+    """Global sparsity with each weight scaled by its connection's MACs over the mean: costly ones go first."""
     return cost_weighted_sparsity(w, ctx.costs.to(w.device, w.dtype), reduction)
 
 
