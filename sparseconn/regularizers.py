@@ -84,13 +84,13 @@ def _global_sparsity(w: torch.Tensor, ctx: RegContext, reduction: str = "sum") -
 @register_regularizer("stage_target")
 def _stage_target(w: torch.Tensor, ctx: RegContext, ratio_numerator: float = 2.0,
                   max_ratio: float = 0.5) -> torch.Tensor:
-    """SparseMask's per-stage target: each decoder stage's mean weight pulled to its own ratio."""
+    """SparseMask's per-stage loss: each stage's weights pushed to 0 or 1, their mean to min(2 / n, 0.5)."""
     return stage_target(w, ctx.groups.to(w.device), ratio_numerator, max_ratio)
 
 
 @register_regularizer("cost_weighted_sparsity")
 def _cost_weighted(w: torch.Tensor, ctx: RegContext, reduction: str = "sum") -> torch.Tensor:
-    """Global sparsity with each weight scaled by its connection's MACs over the mean: costly ones go first."""
+    """Global sparsity with each weight scaled by its connection's MACs over the mean: costly edges cost more."""
     return cost_weighted_sparsity(w, ctx.costs.to(w.device, w.dtype), reduction)
 
 
