@@ -193,13 +193,16 @@ def grid(n: int, device: torch.device) -> torch.Tensor:
     return (torch.arange(n, device=device, dtype=torch.float32) - (n - 1) / 2) / (n / 2)
 
 
+def _at(c: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The polynomial of table ``c`` (B, d + 1, d + 1) at the points ``(x_l, y_k)``: ``Y-powers @ c @
+    X-powers``, (B, len(y), len(x))."""
+    d = c.shape[-1] - 1
+    return torch.matmul(torch.matmul(_powers(y, d), c), _powers(x, d).transpose(0, 1))
+
+
 def evaluate(c: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """The polynomial of table ``c`` (B, d + 1, d + 1) over (H, W) pixels: ``Y-powers @ c @ X-powers``."""
-    d1 = c.shape[-1]
-    x, y = grid(w, c.device), grid(h, c.device)
-    px = torch.stack([x**i for i in range(d1)])  # (d + 1, W)
-    py = torch.stack([y**j for j in range(d1)], dim=1)  # (H, d + 1)
-    return torch.matmul(torch.matmul(py, c), px)
+    """The polynomial of table ``c`` (B, d + 1, d + 1) over (H, W) pixels."""
+    return _at(c, grid(w, c.device), grid(h, c.device))
 
 
 def plane(coef: torch.Tensor, degree: int, h: int, w: int) -> torch.Tensor:
@@ -212,10 +215,7 @@ def piston(zr: torch.Tensor, zi: torch.Tensor, coef: torch.Tensor, h: int, w: in
     """The piston (B,), rad: the phase of the sum of the block means ``zr + i·zi`` (B, h', w') once the
     polynomial is removed (at the blocks' centres: the field's sum within float rounding, for a smooth
     polynomial, from a (h', w') grid instead of the whole frame)."""
-    cx = _coords(w, block, zr.shape[-1], coef.device)
-    cy = _coords(h, block, zr.shape[-2], coef.device)
-    q = 0
-    for k, (i, j) in enumerate(terms(degree)):
-        q = q + coef[:, k, None, None] * (cy[:, None] ** j) * (cx[None, :] ** i)
+    q = _at(table(coef, degree), _coords(w, block, zr.shape[-1], coef.device),
+            _coords(h, block, zr.shape[-2], coef.device))  # (B, h', w')
     c, s = torch.cos(q), torch.sin(q)  # z · exp(-iq)
     return torch.atan2((zi * c - zr * s).sum(dim=(-2, -1)), (zr * c + zi * s).sum(dim=(-2, -1)))
