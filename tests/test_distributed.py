@@ -19,7 +19,7 @@ from torch import nn
 
 from sparseconn.engine.checkpoint import fingerprint, load_checkpoint, load_model_state, save_checkpoint
 from sparseconn.engine.config import TrainConfig, load_run_config
-from sparseconn.engine.distributed import DistInfo, assert_same_on_all_ranks, sync_batchnorm, use_sync_bn
+from sparseconn.engine.distributed import DistInfo, assert_same_on_all_ranks, cleanup, sync_batchnorm, use_sync_bn
 from sparseconn.engine.trainer import Trainer
 from sparseconn.errors import ConfigError, SparseconnError
 from sparseconn.network import build_supernet
@@ -60,8 +60,9 @@ def _worker(rank: int, store: str, results: dict) -> None:
             results[rank] = "no error"
         except SparseconnError as exc:
             results[rank] = str(exc)
+        dist.barrier()
     finally:
-        dist.destroy_process_group()
+        cleanup()
 
 
 def _free_port() -> int:
@@ -72,7 +73,12 @@ def _free_port() -> int:
 
 def _join_group(rank: int, store: str) -> None:
     """Rank ``rank`` of a 2-process gloo group met through a file, not a TCP port: a port found free and
-    then released can be taken by another process before rank 0 binds it (a CI run failed once so)."""
+    then released can be taken by another process before rank 0 binds it (a CI run failed once so).
+
+    The workers leave the group as a command does (:func:`~sparseconn.engine.distributed.finish`): a barrier
+    once their work is done, then :func:`~sparseconn.engine.distributed.cleanup`. A bare
+    ``destroy_process_group`` while the other rank still talked, or with a DDP wrapper still alive, aborted
+    rank 1 of the accumulation test in CI ("terminate called without an active exception", SIGABRT)."""
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
 
 
@@ -160,17 +166,22 @@ def test_a_finished_command_shuts_the_group_down_in_step_on_every_rank(tmp_path)
     assert float(finished1) >= float(returned0)  # rank 1 waited for rank 0's command to return
 
 
+def _fit_accumulating(rank: int, run_dir: str) -> None:
+    cfg = TrainConfig(epochs=1, batch_size=2, accumulate=2, optimizer=SGD, schedule={"name": "constant"},
+                      grad_clip=None, amp="off", bn_recalibration=0, limit_val_batches=1)
+    trainer = Trainer(SmallNet(), TASKS.get("toy")(ToyConfig()), cfg, Path(run_dir), "train", {},
+                      dist=DistInfo(rank, 2), progress=False)
+    trainer.fit(toy_data(8))
+
+
 def _accumulate_worker(rank: int, store: str, run_dir: str) -> None:
     torch.set_num_threads(1)
     _join_group(rank, store)
     try:
-        cfg = TrainConfig(epochs=1, batch_size=2, accumulate=2, optimizer=SGD, schedule={"name": "constant"},
-                          grad_clip=None, amp="off", bn_recalibration=0, limit_val_batches=1)
-        trainer = Trainer(SmallNet(), TASKS.get("toy")(ToyConfig()), cfg, Path(run_dir), "train", {},
-                          dist=DistInfo(rank, 2), progress=False)
-        trainer.fit(toy_data(8))
+        _fit_accumulating(rank, run_dir)  # its trainer and DDP wrapper are gone when it returns
+        dist.barrier()
     finally:
-        dist.destroy_process_group()
+        cleanup()
 
 
 @pytest.mark.timeout(180)

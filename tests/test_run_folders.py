@@ -3,7 +3,6 @@ by a run that fails before writing, and ``--resume`` asking for ``--out``."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import torch.multiprocessing as mp
 
 from sparseconn.cli._runopts import new_run_folder
 from sparseconn.engine import rundir
-from sparseconn.engine.distributed import DistInfo
+from sparseconn.engine.distributed import DistInfo, cleanup
 from tests.clitools import cli, ok, one_line_error
-from tests.test_distributed import _free_port
+from tests.test_distributed import _join_group
 from tests.toy_task import write_toy_config
 
 FOLDER = re.compile(r"toy-search-\d{8}-\d{6}(-\d+)?")
@@ -46,23 +45,23 @@ def test_a_taken_name_gets_a_number(tmp_path, monkeypatch):
     assert (root / "toy-search-20250102-030405-2" / "kept.txt").read_text() == "mine"
 
 
-def _pick(rank: int, port: int, root: str, results: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def _pick(rank: int, store: str, root: str, results: dict) -> None:
+    _join_group(rank, store)
     try:
         results[rank] = str(new_run_folder(Path("toy.yaml"), "search", DistInfo(rank, 2), root=Path(root)))
+        dist.barrier()
     finally:
-        dist.destroy_process_group()
+        cleanup()
 
 
 @pytest.mark.timeout(120)
 def test_every_rank_gets_rank_0s_folder(tmp_path):
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_pick, args=(_free_port(), str(tmp_path), results), nprocs=2)
+        mp.spawn(_pick, args=(str(tmp_path / "store"), str(tmp_path / "runs"), results), nprocs=2)
         picked = dict(results)
     assert picked[0] == picked[1]
-    assert [p.name for p in tmp_path.iterdir()] == [Path(picked[0]).name]
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [Path(picked[0]).name]
 
 
 def test_a_failed_start_leaves_no_run_folder(tmp_path, monkeypatch):
