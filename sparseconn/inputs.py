@@ -14,6 +14,8 @@ inference time). The contract::
         def compile_parts(self): ...  # ... and lets it compile what of it pays (see InputOp)
         calibrated: bool            # optional: False until calibrate(x) has fitted the op to the data
         def calibrate(self, x): ...  # optional: e.g. which sideband holds +φ for this microscope
+        def finish(self, y, z): ...  # optional, eval mode: the head's output y made final with z = forward(x)
+        def set_target_scale(self, scale): ...  # optional: the task's unit of the head's output, for finish
 
 ``channels`` is a classmethod so a search space can size its encoder before any module exists (as
 :meth:`sparseconn.encoders.Encoder.feature_info` does). Tasks register their own input ops (the phase
@@ -69,6 +71,25 @@ class InputOp(nn.Module):
         """Channels of the op's output for ``in_channels`` raw channels (default: unchanged)."""
         return in_channels
 
+    def finish(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The prediction made final: the head's output ``y`` (B, K, H, W) with the op's own output ``z``
+        (B, C, H, W) on the same input, both at the input's size. Called by the network in eval mode only
+        (:func:`finished_output`): training learns the head's output itself, since a finish that puts a
+        measurement in its place leaves it no gradient. For an op that measures the target up to an
+        ambiguity, e.g. the phase task's sideband op, whose wrapped phase the prediction then only has to
+        unwrap. Default: ``y`` unchanged."""
+        return y
+
+    def set_target_scale(self, scale: float) -> None:
+        """Keep the task's :attr:`~sparseconn.task.Task.target_scale` (what the head's output 1 stands for)
+        where :meth:`finish` needs it, as module state (a buffer), so checkpoints and exports keep it.
+        Called by training before its first step. Default: nothing."""
+
+    @property
+    def finishes(self) -> bool:
+        """Whether :meth:`finish` does anything (False: the network skips the call)."""
+        return type(self).finish is not InputOp.finish
+
     def __init__(self, in_channels: int, **params: Any) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -119,6 +140,17 @@ def crop_output(y: torch.Tensor, size: tuple[int, int], padded: tuple[int, ...])
         s = p // got if got and p % got == 0 else None
         keep.append(got if s is None else -(-n // s))  # ⌈n / s⌉
     return y[..., : keep[0], : keep[1]]
+
+
+def finished_output(op: InputOp, y: torch.Tensor, z: torch.Tensor, size: tuple[int, int],
+                    training: bool) -> torch.Tensor:
+    """A head's output (B, K, H', W'), computed on the op's padded output ``z`` (B, C, H', W'), cropped to
+    the input's ``size`` (H, W) and, in eval mode, made final by :meth:`InputOp.finish` with ``z`` cropped
+    alike (the pad is at the bottom and right, :func:`pad_to_multiple`)."""
+    y = crop_output(y, size, z.shape[-2:])
+    if training or not op.finishes:
+        return y
+    return op.finish(y, z[..., : size[0], : size[1]])
 
 
 def op_to_calibrate(net: nn.Module, force: bool = False) -> InputOp | None:

@@ -50,7 +50,7 @@ from sparseconn.contracts import check_params
 from sparseconn.errors import ArchitectureError, ConfigError
 from sparseconn.graph import edge_key
 from sparseconn.heads import build_head
-from sparseconn.inputs import build_input_op, crop_output, padded_input
+from sparseconn.inputs import build_input_op, crop_output, finished_output, padded_input
 from sparseconn.network import GraphNet, build_child
 from sparseconn.pruning import derive
 from sparseconn.registry import Registry, make_register
@@ -261,7 +261,9 @@ class UNet(nn.Module):
             if dh or dw:
                 y = F.pad(y, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
             y = merge(torch.cat([skip, y], dim=1))  # (B, 2 ch[l] -> ch[l], ...)
-        return crop_output(self.head(y, tuple(z.shape[-2:])) if self.has_run_head else self.head(y), size, z.shape[-2:])
+        if not self.has_run_head:
+            return crop_output(self.head(y), size, z.shape[-2:])
+        return finished_output(self.input_op, self.head(y, tuple(z.shape[-2:])), z, size, self.training)
 
 
 @register_model("unet")

@@ -21,7 +21,7 @@ from sparseconn.encoders import build_encoder, skip_pretrained
 from sparseconn.errors import ArchitectureError
 from sparseconn.graph import candidate_edges, decoder_nodes, edge_key, nodes_of, split_key
 from sparseconn.heads import build_head
-from sparseconn.inputs import build_input_op, crop_output, padded_input
+from sparseconn.inputs import build_input_op, crop_output, finished_output, padded_input
 from sparseconn.ops import (
     EDGE_ORDERS,
     RESIZE_POLICIES,
@@ -158,8 +158,9 @@ class GraphNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z, size = padded_input(self.input_op, x, self._stride)  # (B, C, H', W'), multiples of the stride
         y = self._features(z)[self.output]
-        y = self.head(y, tuple(z.shape[-2:])) if self.head is not None else y
-        return crop_output(y, size, z.shape[-2:])
+        if self.head is None:
+            return crop_output(y, size, z.shape[-2:])
+        return finished_output(self.input_op, self.head(y, tuple(z.shape[-2:])), z, size, self.training)
 
     @property
     def num_connections(self) -> int:

@@ -75,6 +75,12 @@ class Task:
     display_names: ClassVar[dict[str, str]] = {"supernet": "supernet", "child": "child"}
     """How reports name the searched supernet and its derived child."""
 
+    target_scale: float | None = None
+    """What the head's output 1 stands for in the task's units (the phase task: its phase range, rad), or
+    None. Training hands it to the input op before the first step (:meth:`~sparseconn.inputs.InputOp.
+    set_target_scale`), which keeps it as module state where its :meth:`~sparseconn.inputs.InputOp.finish`
+    needs it, so a model trained on another range carries its own."""
+
     @classmethod
     def check_space(cls, cfg: BaseModel, space: Any) -> None:
         """Cross-check the task's config against the run's ``space`` section when the config is loaded

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from sparseconn.graph import edge_key
-from sparseconn.inputs import crop_output, padded_input
+from sparseconn.inputs import crop_output, finished_output, padded_input
 from sparseconn.network import GraphNet
 from sparseconn.ops import ground_pool
 
@@ -211,5 +211,6 @@ class Scheduled(nn.Module):
             made(d, self.parts[d](ins, w))
             start_ready()
         y = env[net.output]
-        y = self.head(y, tuple(z.shape[-2:])) if self.head is not None else y
-        return crop_output(y, size, z.shape[-2:])
+        if self.head is None:
+            return crop_output(y, size, z.shape[-2:])
+        return finished_output(net.input_op, self.head(y, tuple(z.shape[-2:])), z, size, net.training)

@@ -57,7 +57,7 @@ from sparseconn.engine.metrics import MetricAccumulator
 from sparseconn.engine.optim import make_optimizer, make_scheduler, weight_groups
 from sparseconn.engine.progress import ProgressReporter
 from sparseconn.errors import CheckpointError, SparseconnError
-from sparseconn.inputs import op_to_calibrate
+from sparseconn.inputs import InputOp, op_to_calibrate
 from sparseconn.network import GraphNet
 from sparseconn.regularizers import REGULARIZERS, RegContext
 from sparseconn.task import Task
@@ -267,6 +267,9 @@ class Trainer:
         # Not on resume: the op keeps what its checkpoint holds (a run begun before the op learned its setting
         # keeps the setting it was trained with, rather than switching its input mid-training).
         calibration = None if resume else self._calibrate_input(net, datasets["train"])
+        op, scale = getattr(net, "input_op", None), getattr(self.task, "target_scale", None)
+        if isinstance(op, InputOp) and scale is not None:
+            op.set_target_scale(scale)
         # A resumed run's loggers drop what a run killed between its log lines and its checkpoint logged
         # for the epochs that run again.
         loggers = make_loggers(self.log, self.run_dir, self.stage.value, start if resume else None) \

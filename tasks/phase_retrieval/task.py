@@ -195,6 +195,7 @@ class PhaseRetrievalTask(Task):
         super().__init__(cfg)
         self.cfg: PhaseRetrievalConfig = cfg
         self.phase_range = cfg.resolved_phase_range()
+        self.target_scale = self.phase_range  # the sideband op's congruent finish reads outputs in rad with it
 
     # -- data ------------------------------------------------------------------------------------
     def datasets(self, seed: int) -> dict[str, Dataset]:

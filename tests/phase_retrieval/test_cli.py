@@ -310,9 +310,12 @@ def test_search_prune_train_evaluate_infer_export(searched, tmp_path: Path) -> N
 
     ort = pytest.importorskip("onnxruntime")
     # --fixed-size: free sizes are exported and checked in tests/phase_retrieval/test_deploy.py on a small net
-    # (a free-size export of this MobileNetV2 child takes minutes on 2 cores)
+    # (a free-size export of this MobileNetV2 child takes minutes on 2 cores). The tolerance: its head's 2e-3
+    # (above) goes through the congruent finish, whose fade (|r| from 1.5 to 2.5 rad, where many of this
+    # barely trained child's pixels fall) multiplies a difference by up to 1 + 2.5 = 3.5: 3.8e-3 measured.
+    # The finish itself is held to 1e-4 in test_deploy.py (the tiny child, trained, congruent).
     r = invoke("export", child, "--format", "onnx", "--out", tmp_path / "m.onnx", "--size", "64", "64",
-               "--fixed-size", "--check", "--tolerance", "3e-3")
+               "--fixed-size", "--check", "--tolerance", "1e-2")
     assert r.exit_code == 0, r.output
     assert "check 64x64 (batch 1): max abs error" in r.output
     y = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]

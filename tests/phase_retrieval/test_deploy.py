@@ -42,7 +42,7 @@ task:
           astigmatism: 0.3, coma: 0.2}
 space:
   in_channels: 1
-  input: {name: sideband, params: {detrend: 3}}
+  input: {name: sideband, params: {detrend: 3, congruent: true}}
   encoder: {name: tiny, params: {channels: [8, 8], strides: [2, 4]}}
   ground: [{name: G, source: -1, size: 3}]
   decoder: {depth: {rule: constant, value: 8}}
