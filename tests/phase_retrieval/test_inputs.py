@@ -350,8 +350,8 @@ def test_train_refuses_an_architecture_whose_sideband_is_set_up_differently():
         space = arch.space.model_copy(update={"input": arch.space.input.model_copy(update={"params": params})})
         return arch.model_copy(update={"space": space})
 
-    with pytest.raises(SparseconnError, match=r"input op 'sideband' is set up differently \(congruent: None in the "
-                                              r"architecture, 12.0 in the config, detrend: 1 in the architecture, 3 "
+    with pytest.raises(SparseconnError, match=r"input op 'sideband' is set up differently \(congruent: False in the "
+                                              r"architecture, True in the config, detrend: 1 in the architecture, 3 "
                                               r"in the config\)"):
         check_same_space(cfg, with_input({}))
     ramp = cfg.model_copy(update={"space": cfg.space.model_copy(update={
