@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,20 +22,29 @@ from sparseconn.registry import CLI_EXTENSIONS
 @contextmanager
 def _progress(label: str, total: int, quiet: bool) -> Iterator[Callable[[int], None]]:
     """A rich bar on a terminal; otherwise a line every 10% (nothing when ``quiet``)."""
+    with _bars((label,), total, quiet) as (progress,):
+        yield progress
+
+
+@contextmanager
+def _bars(labels: Sequence[str], total: int, quiet: bool) -> Iterator[list[Callable[[int], None]]]:
+    """One bar per pass over ``total`` items, shown together on a terminal (each callable takes the number
+    of items done in its pass); otherwise a line every 10% of each pass; nothing when ``quiet``."""
     if quiet:
-        yield lambda k: None
+        yield [lambda k: None for _ in labels]
         return
     if sys.stderr.isatty():
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=Console(stderr=True)) as bar:
-            task = bar.add_task(label, total=total)
-            yield lambda k: bar.update(task, completed=k)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+            tasks = [bar.add_task(label, total=total) for label in labels]
+            yield [lambda k, t=t: bar.update(t, completed=k) for t in tasks]
         return
     step = max(1, total // 10)
-    yield lambda k: (k % step == 0 or k == total) and print(f"{label}: {k}/{total}", file=sys.stderr, flush=True)
+    yield [lambda k, label=label: (k % step == 0 or k == total) and print(f"{label}: {k}/{total}", file=sys.stderr,
+                                                                        flush=True) for label in labels]
 
 
 def _refuse_existing(folder: Path, force: bool) -> None:
@@ -127,10 +136,11 @@ def add_data_commands(app: typer.Typer) -> None:
         _refuse_existing(out / "phases", force)
         # Warnings are collected and printed after the progress bar, one "warning:" line each (as
         # `evaluate` prints its notes), instead of Python's two-line file:line format inside the bar.
-        with _progress("retrieving", total, quiet) as progress, warnings.catch_warnings(record=True) as caught:
+        with _bars(("checking", "retrieving"), total, quiet) as (checked, progress), \
+                warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ClippedPhaseWarning)
             make_ground_truth(raw_dir, out, progress, filter_radius=filter_radius, poly_order=poly_order,
-                              sideband=chosen)
+                              sideband=chosen, checked=checked)
         for w in caught:
             if issubclass(w.category, ClippedPhaseWarning):
                 typer.echo(f"warning: {w.message}", err=True)

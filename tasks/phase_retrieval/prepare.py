@@ -152,15 +152,17 @@ def ground_truth_phase(hologram: np.ndarray, background: np.ndarray | None = Non
                              sideband=sideband).phase
 
 
-def _check_inputs(raw: Path, holos: dict[str, Path]) -> None:
+def _check_inputs(raw: Path, holos: dict[str, Path], progress: Progress | None = None) -> None:
     """Every hologram readable and demodulable (:func:`check_hologram`: not constant, at least 8x8 px), and
     its background, if any, readable and of its size; else the one-line :class:`DataError` naming the file.
     Each image is read here and again when its phase is made: reading is cheap beside the classical
-    pipeline, and no frame need be held for the second pass."""
+    pipeline, and no frame need be held for the second pass. ``progress(k)``: k images checked."""
     sizes: dict[Path, tuple[int, ...]] = {}  # a shared background.* is read once
-    for name, holo_path in holos.items():
+    for k, (name, holo_path) in enumerate(holos.items(), start=1):
         shape = check_hologram(read_image(holo_path), holo_path).shape
         bg_path = background_path(raw, name)
+        if progress is not None:
+            progress(k)
         if bg_path is None:
             continue
         if bg_path not in sizes:
@@ -172,7 +174,7 @@ def _check_inputs(raw: Path, holos: dict[str, Path]) -> None:
 
 def make_ground_truth(raw_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                       progress: Progress | None = None, *, filter_radius: float | None = None,
-                      poly_order: int = 3, sideband: Sideband = "auto") -> Path:
+                      poly_order: int = 3, sideband: Sideband = "auto", checked: Progress | None = None) -> Path:
     """Phase maps for real holograms with the classical pipeline, written in the folder layout.
 
     ``raw_dir`` holds ``interferograms/`` and optionally ``backgrounds/`` (``NAME.*`` or one shared
@@ -183,7 +185,8 @@ def make_ground_truth(raw_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     (``{NAME: {"sideband": [fx, fy], "clipped_fraction": f, "clipped_depth": rad}}``) the order used
     and what the clip at 0 took. A frame with more than 1% of its pixels clipped, down to more than
     0.5 rad below the background, raises a :class:`ClippedPhaseWarning` naming it. ``progress(k)`` is
-    called with the number of images done. Returns ``out_dir``.
+    called with the number of images done, ``checked(k)`` with the number read and checked before that
+    (the pass below). Returns ``out_dir``.
 
     Every input is read and checked before anything is written (a constant or tiny hologram, a
     background of another size: :class:`DataError` naming the file, ``out_dir`` untouched). An earlier
@@ -194,7 +197,7 @@ def make_ground_truth(raw_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     setting = check_sideband(sideband)  # before any file is written
     raw, out = Path(raw_dir), Path(out_dir)
     holos = index_images(raw / "interferograms", IMAGE_SUFFIXES)
-    _check_inputs(raw, holos)
+    _check_inputs(raw, holos, checked)
     (out / "meta.json").unlink(missing_ok=True)  # it describes the maps about to be replaced
     peak = 0.0
     with_background = 0

@@ -87,6 +87,22 @@ def test_data_truth_recovers_the_simulated_phase(synth: Path, tmp_path: Path) ->
     assert_one_line_error(invoke("data", "truth", raw, "--out", tmp_path / "gt", "--quiet"), "--force")
 
 
+def test_data_truth_shows_the_check_pass_and_the_retrieval_pass(synth: Path, tmp_path: Path) -> None:
+    """Every frame is read and checked before anything is written: on a large set that pass takes a while
+    too, so it has its own progress (a line every 10% off a terminal), before the retrieval's."""
+    holos = tmp_path / "raw" / "interferograms"
+    holos.mkdir(parents=True)
+    for f in sorted((synth / "interferograms").iterdir())[:10]:
+        shutil.copy(f, holos / f.name)
+    r = invoke("data", "truth", tmp_path / "raw", "--out", tmp_path / "gt")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    checking = [ln for ln in lines if ln.startswith("checking: ")]
+    retrieving = [ln for ln in lines if ln.startswith("retrieving: ")]
+    assert checking[-1] == "checking: 10/10" and retrieving[-1] == "retrieving: 10/10", r.output
+    assert lines.index(checking[-1]) < lines.index(retrieving[0])
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "nan", "colour", "mismatch", "constant", "zeros", "tiny"])
 def test_data_truth_bad_input_names_the_file(tmp_path: Path, case: str) -> None:
     raw = tmp_path / "raw"
