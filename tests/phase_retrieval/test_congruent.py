@@ -165,3 +165,30 @@ def test_the_finish_runs_in_float32_under_bf16_autocast():
     assert got.dtype == torch.bfloat16
     # Only the final cast to bf16 rounds (its relative step is 2^-8 of the value).
     assert float((got.float() - want).abs().max()) * RANGE < RANGE * 2**-8
+
+
+@pytest.mark.parametrize("engine", ["eager", "compiled"])
+def test_the_fast_path_keeps_the_finish_within_the_fp32_tolerance(engine):
+    """The fast path (BN folded, channels-last; compiled) finishes as eager fp32 does: on a real hologram, with
+    the scale set, where the finish changes the output."""
+    from sparseconn.engine.config import load_run_config
+    from sparseconn.engine.fastpath import FP32_TOL, optimize
+    from sparseconn.network import build_supernet
+    from sparseconn.space import SearchSpace
+
+    torch.manual_seed(0)
+    net = build_supernet(SearchSpace(load_run_config(TASKS / "phase_retrieval_tiny.yaml").space))
+    with torch.no_grad():
+        net.head.conv.bias.fill_(3.0)  # into ReLU6's linear range: outputs of a few rad, not 0
+    net.input_op.set_target_scale(RANGE)
+    net.eval()
+    _, x = _sample()
+    with torch.no_grad():
+        want = net(x)
+        net.input_op.congruent = False
+        raw = net(x)
+        net.input_op.congruent = True
+    assert float((want - raw).abs().max()) * RANGE > 0.1  # the finish is at work
+    fast = optimize(net, engine=engine, example=x, bf16=False)
+    assert fast.engine == engine and fast.fallback is None
+    assert float((fast(x) - want).abs().max()) <= FP32_TOL
