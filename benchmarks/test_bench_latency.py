@@ -12,7 +12,8 @@ folded, channels-last; bf16 and CUDA graphs where the device has them) and, for 
 peak measured in the same run and the fraction of it reached, and the fast path's parity with the
 reference. A summary of medians and ratios prints at the end (``benchmarks/conftest.py``).
 
-The weights are the untrained initialisation (with random head weights, which start at zero): latency
+The weights are the untrained initialisation (with random head weights, which start at zero, and the phase
+range set on the sideband op, as training sets it, so that its congruent finish runs): latency
 does not depend on their values, and the parity check compares every fast path against the reference
 on a simulated hologram.
 """
@@ -59,6 +60,9 @@ def network(name: str) -> torch.nn.Module:
             bias = getattr(getattr(head, "conv", None), "bias", None)
             if bias is not None:  # mid-range: the phase head's ReLU6 would clip an untrained output to zero
                 bias.fill_(3.0)
+    op = getattr(net, "input_op", None)
+    if op is not None:  # the phase range, as training sets it: the sideband op's congruent finish runs (and is timed)
+        op.set_target_scale(12.0)
     return net
 
 
