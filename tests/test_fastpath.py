@@ -238,3 +238,19 @@ def test_weights_cast_once_give_autocast_s_numbers_exactly() -> None:
     x = torch.randn(1, 1, 32, 32)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(cast(x), net(x))  # autocast casts exactly these tensors, the same way
+
+
+def test_two_networks_and_a_second_size_compile_in_one_process() -> None:
+    """The compiled engine compiles static shapes: with dynamo's default, the second network compiled in a
+    process (GraphNet.forward again) or a second frame size went dynamic, and the frozen oneDNN convolutions
+    then failed their stride check ("expected size 8==8, stride 1==256", torch 2.13)."""
+    space = SearchSpace(tiny_config())
+    for net in (_randomize(build_supernet(space)), _randomize(_child(space), seed=3)):
+        x = torch.randn(1, 1, 32, 32)
+        fast = optimize(net, engine="compiled", example=x, bf16=False)
+        assert fast.engine == "compiled" and fast.fallback is None
+        with torch.no_grad():
+            assert _max_rel(fast(x), net(x)) <= FP32_TOL
+    other = torch.randn(1, 1, 48, 64)
+    with torch.no_grad():
+        assert _max_rel(fast(other), net(other)) <= FP32_TOL

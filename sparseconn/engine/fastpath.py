@@ -357,8 +357,12 @@ def _build(net: nn.Module, engine: str, device: str, stride: int, bf16: bool | N
     elif engine == "compiled":
         # Freezing turns weights into constants: inductor folds them and pre-packs them for oneDNN.
         # On CUDA the input ops compile too (their real arithmetic fuses; the FFTs stay cuFFT calls).
+        # Static shapes: a new size compiles anew. Dynamo's default turns a code object that recompiles for
+        # another size dynamic, and a frozen oneDNN convolution compiled with symbolic sizes fails its own
+        # stride check (torch 2.13): a second network compiled in the process (GraphNet.forward again), or a
+        # second frame size, then failed with "expected size 8==8, stride 1==256".
         eager_parts = [] if cuda else _keep_eager(model)
-        fn = _Frozen(torch.compile(model))
+        fn = _Frozen(torch.compile(model, dynamic=False))
         steps.append("torch.compile (frozen weights" + (f"; {'; '.join(eager_parts)})" if eager_parts else ")"))
     if cuda:
         fn = _CudaGraphed(fn)
