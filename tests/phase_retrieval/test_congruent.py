@@ -103,6 +103,36 @@ def test_without_congruent_or_a_scale_the_op_finishes_nothing_and_bad_settings_a
     for bad in (0, 1.5, True):
         with pytest.raises(ConfigError, match=rf"field_scale is {bad!r}; expected the smoothing σ as a fraction"):
             build_input_op("sideband", 1, {"congruent": True, "field_scale": bad})
+    for bad in (-0.1, 1.0, True):
+        with pytest.raises(ConfigError, match=rf"dead_zone is {bad!r}; expected the smallest correction made in "
+                                              r"the background, in rad, from 0 \(none\) to under 1"):
+            build_input_op("sideband", 1, {"congruent": True, "dead_zone": bad})
+
+
+def test_the_background_keeps_the_network_against_the_measurement_s_noise_but_not_a_missed_cell():
+    """Where the network sees background (phase 0), differences under ``dead_zone`` are the measurement's
+    noise and are not taken; a cell the network missed (a difference of a radian) is."""
+    cfg = SimConfig(size=256, full_well=2000.0, debris_prob=0.0, peak_phase=(1.0, 1.0), n_cells=(1, 1))
+    s = simulate(cfg, np.random.default_rng(7))
+    x = torch.from_numpy(s.hologram)[None, None]
+    truth = s.phase
+    cell = truth > 0.5
+    # The network right about the background, blind to the cell (its whole body 0 rad).
+    pred = np.where(truth > 0.05, 0.0, truth)
+    inner = (slice(8, -8), slice(8, -8))
+    background = (truth == 0)[inner]
+    outs = {}
+    for dz in (0.0, 0.15):
+        op = _op(dead_zone=dz)
+        outs[dz] = _finish(op, pred, op(x))[inner]
+    err = {dz: _rms(o[background]) for dz, o in outs.items()}
+    assert err[0.0] > 0.005 and err[0.15] < err[0.0] / 2, err  # the background stays the network's
+    missed, want = cell[inner], truth[inner][cell[inner]]
+    before = _rms(pred[inner][missed] - want)
+    after = {dz: _rms(o[missed] - want) for dz, o in outs.items()}
+    # The missed cell is taken from the measurement as without the dead zone (what is left of the error is
+    # the cell's smooth part, which field_scale leaves to the network).
+    assert abs(after[0.15] - after[0.0]) < 0.01 and after[0.15] < before / 2, (before, after)
 
 
 def test_the_network_finishes_in_eval_mode_only_and_trains_on_its_own_output():
