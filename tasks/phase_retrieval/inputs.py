@@ -44,7 +44,8 @@ _FADE = 0.5
 + _FADE`` (continuous, so float rounding between engines cannot flip a pixel by a whole correction)."""
 _BACKGROUND = 0.3
 """rad: pixels the network puts below this are the background, whose mean offset from the measured phase
-:meth:`SidebandInput.finish` takes as the measured phase's zero (all pixels where under 1% of them are)."""
+:meth:`SidebandInput.finish` takes as the measured phase's zero (all pixels where under 1% of them are), and
+where its ``dead_zone`` holds (fully at 0 rad, fading out to this)."""
 _CALIBRATION_FRAMES = 8  # frames SidebandInput.calibrate asks the classical pipeline about (a majority vote)
 
 
@@ -155,8 +156,8 @@ def _gauss_nodes(n: int, scale: float, like: torch.Tensor) -> tuple[torch.Tensor
 
 def _smooth(a: torch.Tensor, scale: float) -> torch.Tensor:
     """``a`` (B, K, H, W) smoothed by about a Gaussian of σ = ``scale`` × H along y and × W along x, in two
-    steps through :data:`_SMOOTH_NODES`² nodes (two Gaussians of σ / √2 make one of σ): 4·k·H·W
-    multiply-adds, 0.1 GMAC at 1024², against 2·H·W·6σ for a direct separable blur."""
+    steps through :data:`_SMOOTH_NODES`² nodes (two Gaussians of σ / √2 make one of σ): about 2·k·H·W
+    multiply-adds, 0.05 GMAC at 1024², against 2·H·W·6σ for a direct separable blur."""
     h, w = a.shape[-2:]
     dy, uy = _gauss_nodes(h, scale, a)
     dx, ux = _gauss_nodes(w, scale, a)
@@ -500,7 +501,7 @@ class SidebandInput(InputOp):
         return self._forward(x)
 
     def finish(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """With ``congruent`` set: the prediction ``y`` (B, K, H, W), phase / ``congruent``, made congruent
+        """With ``congruent`` set: the prediction ``y`` (B, K, H, W), phase / :attr:`target_scale`, made congruent
         with the measured phase θ = atan2(z₁, z₀) of this op's output ``z``. θ is known up to a multiple of
         2π at each pixel and up to one constant offset per image (the piston the op removes is the whole
         field's, cells included). The offset c is the circular mean of (prediction - θ) over the pixels the
@@ -508,7 +509,7 @@ class SidebandInput(InputOp):
         wrap(θ + c - prediction), faded out where |r| nears ``tolerance`` (there the network is taken to be
         off by more than a wrap, which the measurement cannot mend), less the correction's smooth part at
         the ``field_scale`` (:func:`_smooth`), without small corrections where the network sees background
-        (``dead_zone``), and is clipped to [0, congruent]. On the independent simulator's base holograms the
+        (``dead_zone``), and is clipped to [0, target_scale]. On the independent simulator's base holograms the
         ``make demo`` child scored 0.098 rad RMSE alone and 0.068 finished (docs/measurements.md).
         Runs in float32 (also under a bf16 autocast)."""
         if not self.congruent:
@@ -543,8 +544,8 @@ class SidebandInput(InputOp):
         if self.field_scale is not None:
             r = r - _smooth(r, self.field_scale)
         if self.dead_zone > 0:  # in the background (fully at phase 0, not from 0.3 rad), no small corrections
-            ground = (1.0 - p / _BACKGROUND).clamp(0.0, 1.0)
-            r = r * (1.0 - ground * (1.0 - ((small - self.dead_zone) / self.dead_zone).clamp(0.0, 1.0)))
+            background = (1.0 - p / _BACKGROUND).clamp(0.0, 1.0)
+            r = r * (1.0 - background * (1.0 - ((small - self.dead_zone) / self.dead_zone).clamp(0.0, 1.0)))
         return torch.minimum((p + r).clamp_min(0.0), scale) / scale.clamp_min(1e-6)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
