@@ -161,15 +161,14 @@ def _check_inputs(raw: Path, holos: dict[str, Path], progress: Progress | None =
     for k, (name, holo_path) in enumerate(holos.items(), start=1):
         shape = check_hologram(read_image(holo_path), holo_path).shape
         bg_path = background_path(raw, name)
-        if progress is not None:
+        if bg_path is not None:
+            if bg_path not in sizes:
+                sizes[bg_path] = read_image(bg_path).shape
+            if sizes[bg_path] != shape:
+                raise DataError(f"{holo_path}: size {shape[1]}x{shape[0]} differs from {bg_path} "
+                                f"({sizes[bg_path][1]}x{sizes[bg_path][0]})")
+        if progress is not None:  # the frame and its background both checked
             progress(k)
-        if bg_path is None:
-            continue
-        if bg_path not in sizes:
-            sizes[bg_path] = read_image(bg_path).shape
-        if sizes[bg_path] != shape:
-            raise DataError(f"{holo_path}: size {shape[1]}x{shape[0]} differs from {bg_path} "
-                            f"({sizes[bg_path][1]}x{sizes[bg_path][0]})")
 
 
 def make_ground_truth(raw_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],

@@ -195,7 +195,11 @@ class PhaseRetrievalTask(Task):
         super().__init__(cfg)
         self.cfg: PhaseRetrievalConfig = cfg
         self.phase_range = cfg.resolved_phase_range()
-        self.target_scale = self.phase_range  # the sideband op's congruent finish reads outputs in rad with it
+
+    @property
+    def target_scale(self) -> float:  # type: ignore[override]
+        """The phase range: the sideband op's congruent finish reads the network's output in rad with it."""
+        return self.phase_range
 
     # -- data ------------------------------------------------------------------------------------
     def datasets(self, seed: int) -> dict[str, Dataset]:
