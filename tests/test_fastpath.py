@@ -254,3 +254,34 @@ def test_two_networks_and_a_second_size_compile_in_one_process() -> None:
     other = torch.randn(1, 1, 48, 64)
     with torch.no_grad():
         assert _max_rel(fast(other), net(other)) <= FP32_TOL
+
+
+class _Forwards(nn.Module):
+    """A conv, then one thing a CUDA graph cannot hold (or none)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.conv, self.what = nn.Conv2d(1, 2, 3, padding=1), what
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.what == "values":
+            y = y * torch.tensor([[[[1.0]], [[2.0]]]], device=x.device)
+        elif self.what == "numpy":
+            y = y + torch.from_numpy(__import__("numpy").ones(1, dtype="float32")).to(x.device)
+        elif self.what == "solve":
+            y = y + torch.linalg.solve(torch.eye(2, device=x.device), y.mean(dim=(2, 3))[..., None])[..., None]
+        elif self.what == "read":
+            y = y * float(y.abs().max())
+        elif self.what == "ones":  # made on the device: fine
+            y = y + torch.ones(2, 1, 1, device=x.device)
+        return y
+
+
+@pytest.mark.parametrize(("what", "found"), [
+    ("ones", None), ("values", "a copy from the host"), ("numpy", "a copy from the host"),
+    ("solve", "checks its result for errors on the host"), ("read", "a value read on the host")])
+def test_host_round_trips_names_what_a_cuda_graph_cannot_hold(what: str, found: str | None) -> None:
+    trips = fastpath.host_round_trips(_Forwards(what), (1, 1, 16, 16))
+    assert (trips == []) if found is None else (len(trips) == 1 and found in trips[0]), trips
+

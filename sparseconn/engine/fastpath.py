@@ -128,12 +128,79 @@ def bf16_available(device: str) -> bool:
     return cpu_has_fast_bf16()
 
 
+_HOST_OPS = {
+    "aten._local_scalar_dense": "a tensor's value read on the host (.item(), float(), bool())",
+    "aten._linalg_check_errors": "linear algebra that checks its result for errors on the host",
+    "aten.nonzero": "nonzero (its size depends on the data)",
+    "aten.masked_select": "masked_select (its size depends on the data)",
+    "aten._unique2": "unique (its size depends on the data)",
+}
+"""The ops that make a forward wait for the device, with what each stands for: a CUDA graph cannot hold them
+(its capture fails). Copies from the host, which it cannot hold either, are found apart (see
+:func:`host_round_trips`)."""
+_FROM_HOST = "a copy from the host (a tensor made from Python or NumPy values, or moved to the device)"
+
+
+def host_round_trips(net: nn.Module, shape: tuple[int, ...]) -> list[str]:
+    """What in ``net``'s forward (eval mode) on an input of ``shape`` a CUDA graph cannot hold, as "what
+    (count)": copies from the host and the ops of :data:`_HOST_OPS`; empty when a graph can hold it.
+
+    Traced on the ``meta`` device, so it runs on any machine and does no arithmetic: the model's code takes
+    its non-CPU branches there, those of a CUDA run, and every tensor that starts on the CPU mid-forward
+    (``torch.tensor`` of Python values, ``torch.from_numpy``) is one the device would have to copy from
+    the host. A forward that cannot run on ``meta`` because it reads a value is reported as such."""
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    found: dict[str, int] = {}
+
+    def note(what: str) -> None:
+        found[what] = found.get(what, 0) + 1
+
+    def on_host(x: object) -> bool:
+        return isinstance(x, torch.Tensor) and x.device.type == "cpu"
+
+    class _Factories(TorchFunctionMode):  # torch.tensor(values, device=...) dispatches no op on meta
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in (torch.tensor, torch.as_tensor) and args and (on_host(args[0])
+                                                                     or not isinstance(args[0], torch.Tensor)):
+                note(_FROM_HOST)
+            return func(*args, **(kwargs or {}))
+
+    class _Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func.overloadpacket)
+            if name in _HOST_OPS:
+                note(_HOST_OPS[name])
+            out = func(*args, **(kwargs or {}))
+            if name in ("aten._to_copy", "aten.copy_") and any(on_host(a) for a in args) and not on_host(out):
+                note(_FROM_HOST)
+            return out
+
+    model = copy.deepcopy(net).eval().to("meta")
+    try:
+        with torch.no_grad(), _Factories(), _Ops():  # (inference mode hides the linalg checks from _Ops)
+            model(torch.empty(shape, device="meta"))
+    except (RuntimeError, NotImplementedError) as exc:
+        if "meta" not in str(exc):
+            raise
+        return [f"a value read on the host ({str(exc).splitlines()[0][:80]})"]
+    return [f"{what} ({count})" for what, count in found.items()]
+
+
 class _CudaGraphed:
-    """Replay one captured CUDA graph per input shape (the network's kernels launch as one)."""
+    """Replay one captured CUDA graph per input shape (the network's kernels launch as one).
+
+    Each wrapper captures on a stream of its own. ``torch.cuda.graph`` otherwise captures every graph on one
+    shared stream, and PyTorch keeps cuBLAS's workspace per stream: the graphs of frames in flight
+    (:class:`InFlight`, one wrapper per lane) would share one workspace while they run at once. (The suspected
+    cause of NaN from the compiled demo child's four lanes on an H200, whose matrix products grew with the
+    detrend fit and the congruent finish; not yet confirmed on a device: ``tests/test_gpu.py`` checks it.)"""
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.fn = fn
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self.capture_stream: torch.cuda.Stream | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         key = (tuple(x.shape), x.dtype, x.device)
@@ -146,7 +213,9 @@ class _CudaGraphed:
                     self.fn(static_x)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            if self.capture_stream is None:
+                self.capture_stream = torch.cuda.Stream(device=x.device)
+            with torch.cuda.graph(graph, stream=self.capture_stream):
                 static_y = self.fn(static_x)
             self.graphs[key] = (graph, static_x, static_y)
         graph, static_x, static_y = self.graphs[key]
@@ -323,8 +392,9 @@ def _reference(net: nn.Module, device: str, stride: int) -> FastModel:
 
 
 def _build(net: nn.Module, engine: str, device: str, stride: int, bf16: bool | None,
-           streamed: bool = False) -> FastModel:
-    """The model for one engine (not yet checked); ``streamed``: see :func:`use_streams`."""
+           streamed: bool = False, shape: tuple[int, ...] | None = None) -> FastModel:
+    """The model for one engine (not yet checked); ``streamed``: see :func:`use_streams`; ``shape``: the
+    example's, for the check that a CUDA graph can hold the forward (:func:`host_round_trips`)."""
     cuda = device.startswith("cuda")
     use_bf16 = bf16_available(device) if bf16 is None else bf16
     if not cuda:
@@ -364,9 +434,12 @@ def _build(net: nn.Module, engine: str, device: str, stride: int, bf16: bool | N
         eager_parts = [] if cuda else _keep_eager(model)
         fn = _Frozen(torch.compile(model, dynamic=False))
         steps.append("torch.compile (frozen weights" + (f"; {'; '.join(eager_parts)})" if eager_parts else ")"))
-    if cuda:
+    trips = host_round_trips(net, shape) if cuda and shape is not None else []
+    if cuda and not trips:
         fn = _CudaGraphed(fn)
         steps.append("CUDA graph per shape")
+    elif trips:
+        steps.append(f"no CUDA graph: the forward has {'; '.join(trips)}")
     return FastModel(fn, engine, device, stride, steps=steps, dtype=dtype, channels_last=True)
 
 
@@ -525,7 +598,7 @@ def optimize(net: nn.Module, *, device: str = "cpu", engine: str = "auto", examp
     if engine == "reference":
         return _reference(net, device, stride)
     try:
-        fast = _build(net, chosen, device, stride, bf16, streamed)
+        fast = _build(net, chosen, device, stride, bf16, streamed, tuple(example.shape))
         if check:
             with torch.inference_mode():
                 ref = net(example).float()

@@ -75,7 +75,7 @@ def _powers(v: torch.Tensor, top: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=16)
 def _map_values(degree: int) -> tuple[list[list[float]], ...]:
-    """The entries of :func:`_maps`'s matrices as nested lists. Only Python values are cached: tensors made
+    """The entries of :func:`fit_constants`'s matrices as nested lists. Only Python values are cached: tensors made
     while an exporter traces are fake ones, and a cached fake tensor poisons every later call."""
     t = terms(degree)
     n, side, d = len(t), 2 * degree - 1, degree
@@ -97,7 +97,7 @@ def _map_values(degree: int) -> tuple[list[list[float]], ...]:
     return tx, ty, ux, uy, sx, sy
 
 
-def _maps(degree: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+def fit_constants(degree: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
     """Constant matrices that turn weighted moments into the normal equations, and coefficients into the
     gradient polynomials, for ``terms(degree)`` (sizes do not enter: they hold in an export too).
 
@@ -115,19 +115,28 @@ def _moments(wmap: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Te
     return torch.matmul(torch.matmul(py.transpose(1, 2), wmap), px).flatten(2)
 
 
-def _solve(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _solve(m: torch.Tensor, v: torch.Tensor, sliced: bool = False) -> torch.Tensor:
     """``m⁻¹ v`` for symmetric positive definite (B, n, n) and (B, n), by Gauss-Jordan elimination without
-    pivoting. For exports, which have no ``linalg.solve``; eager and compiled runs call that (one op). Each
-    step is four products and three element-wise ops with one-hot constants: slicing and concatenating
-    rows instead gave an ONNX graph 2.5 times larger, and its export took 46 s instead of 17 at 128²."""
+    pivoting. Each step scales row k to a pivot of 1 and zeroes column k elsewhere. For exports, which have
+    no ``linalg.solve``, the rows and columns are picked by products with one-hot constants (slicing and
+    concatenating rows instead gave an ONNX graph 2.5 times larger, and its export took 46 s instead of 17
+    at 128²). ``sliced``: picked by slicing, for CUDA, where ``linalg.solve`` waits for the GPU to check
+    for errors, which a CUDA graph cannot hold; the identity comes from ``torch.eye`` on the device (a
+    one-hot from Python values would be a copy from the host, which a graph cannot hold either)."""
     a = torch.cat([m, v[:, :, None]], dim=2)  # (B, n, n + 1)
     n = m.shape[-1]
+    eye = torch.eye(n, dtype=m.dtype, device=m.device) if sliced else None
     for k in range(n):
-        rk = torch.tensor([[float(i == k) for i in range(n)]], dtype=m.dtype, device=m.device)  # (1, n)
-        ck = torch.tensor([[float(i == k)] for i in range(n + 1)], dtype=m.dtype, device=m.device)  # (n + 1, 1)
-        row = torch.matmul(rk, a)  # (B, 1, n + 1): row k ...
-        row = row / torch.matmul(row, ck)  # ... scaled to a pivot of 1
-        a = a - (torch.matmul(a, ck) - rk.transpose(0, 1)) * row  # zeroes column k, except row k's 1
+        if eye is not None:
+            row, col, unit = a[:, k:k + 1], a[:, :, k:k + 1], eye[:, k:k + 1]  # (B, 1, n + 1), (B, n, 1), (n, 1)
+            row = row / row[:, :, k:k + 1]
+        else:
+            rk = torch.tensor([[float(i == k) for i in range(n)]], dtype=m.dtype, device=m.device)  # (1, n)
+            ck = torch.tensor([[float(i == k)] for i in range(n + 1)], dtype=m.dtype, device=m.device)  # (n + 1, 1)
+            row = torch.matmul(rk, a)  # (B, 1, n + 1): row k ...
+            row = row / torch.matmul(row, ck)  # ... scaled to a pivot of 1
+            col, unit = torch.matmul(a, ck), rk.transpose(0, 1)
+        a = a - (col - unit) * row  # zeroes column k, except row k's 1
     return a[:, :, n]
 
 
@@ -137,14 +146,21 @@ def block_means(zr: torch.Tensor, zi: torch.Tensor, block: int = BLOCK) -> tuple
     return F.avg_pool2d(zr[:, None], block)[:, 0], F.avg_pool2d(zi[:, None], block)[:, 0]
 
 
-def fit(zr: torch.Tensor, zi: torch.Tensor, h: int, w: int, degree: int, block: int = BLOCK) -> torch.Tensor:
+def fit(zr: torch.Tensor, zi: torch.Tensor, h: int, w: int, degree: int, block: int = BLOCK,
+        constants: tuple[torch.Tensor, ...] | None = None, graph_safe: bool | None = None) -> torch.Tensor:
     """Coefficients (B, n) of the polynomial phase (``terms(degree)``, normalised coordinates, rad) of
     (H, W) fields, from the phase steps between their block means ``zr + i·zi`` (B, h', w').
 
     Weighted least squares on the steps, reweighted :data:`_ITERATIONS` times. The sums over the steps are
     weighted moments of the step grids (a few small matrix products, :func:`_moments`), not products with
-    a design matrix of one row per step (32 thousand at 1024², where those took 8 ms on 2 CPU cores)."""
+    a design matrix of one row per step (32 thousand at 1024², where those took 8 ms on 2 CPU cores).
+
+    ``constants``: :func:`fit_constants` for ``degree``, already on the device (a layer keeps them as buffers:
+    made here from Python values they would be a copy from the host on every call, which a CUDA graph
+    cannot hold). ``graph_safe``: solve by :func:`_solve` (sliced) rather than ``torch.linalg.solve``, which
+    waits for the device to check for errors; None: off the CPU only."""
     b, hb, wb = zr.shape
+    sliced = (zr.device.type != "cpu") if graph_safe is None else graph_safe
     gx, wx = _steps(zr, zi, -1)  # (B, h', w' - 1): steps between block centres along a row
     gy, wy = _steps(zr, zi, -2)  # (B, h' - 1, w')
     # The steps in rad per normalised unit (a step spans `block` px = 2 · block / W units along x), both
@@ -157,7 +173,7 @@ def fit(zr: torch.Tensor, zi: torch.Tensor, h: int, w: int, degree: int, block: 
     mx, my = F.pad((cx[1:] + cx[:-1]) / 2, (0, 1)), F.pad((cy[1:] + cy[:-1]) / 2, (0, 1))
     px = torch.stack([_powers(mx, top), _powers(cx, top)])  # (2, w', P): X where the x / y steps are
     py = torch.stack([_powers(cy, top), _powers(my, top)])  # (2, h', Q)
-    tx, ty, ux, uy, sx, sy = _maps(degree, zr.device)
+    tx, ty, ux, uy, sx, sy = constants if constants is not None else fit_constants(degree, zr.device)
     # (2·P·Q, n²), (2·d², n), (2, n, d²): both grids' moments to M and v, coefficients to both tables
     to_m, to_v, to_g = torch.cat([tx, ty]), torch.cat([ux, uy]), torch.stack([sx, sy])
     n = len(terms(degree))
@@ -167,7 +183,11 @@ def fit(zr: torch.Tensor, zi: torch.Tensor, h: int, w: int, degree: int, block: 
         m = (_moments(weight, px, py).flatten(1) @ to_m).view(b, n, n).double()
         v = (_moments(weight * g, px[:, :, :d], py[:, :, :d]).flatten(1) @ to_v).double()
         ridge = _RIDGE * torch.diagonal(m, dim1=1, dim2=2).mean(dim=1).clamp_min(1e-30)
-        coef = (_solve if exporting() else torch.linalg.solve)(m + ridge[:, None, None] * eye, v).float()
+        a = m + ridge[:, None, None] * eye
+        if exporting() or sliced:  # no linalg.solve in exports, nor in a CUDA graph
+            coef = _solve(a, v, sliced=not exporting()).float()
+        else:
+            coef = torch.linalg.solve(a, v).float()
         if it == _ITERATIONS:
             break
         # The fitted gradients on the two step grids: (powers of Y) @ table @ (powers of X)ᵀ.

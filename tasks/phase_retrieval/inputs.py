@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from sparseconn_tasks.phase_retrieval import detrend
+from sparseconn_tasks.phase_retrieval.detrend import fit_constants as detrend_fit_constants
 from sparseconn_tasks.phase_retrieval.sideband_compiled import _correction, _step, compiled_parts
 
 from sparseconn.errors import ConfigError
@@ -266,6 +267,10 @@ class SidebandInput(InputOp):
         self.pad = int(pad)
         self.grad_scale = float(grad_scale)
         self.detrend = detrend
+        if detrend > 1:  # the fit's constant matrices, moved with the layer: made per call they would be a
+            # copy from the host, which a CUDA graph cannot hold (not saved: they follow from the degree)
+            for i, c in enumerate(detrend_fit_constants(detrend)):
+                self.register_buffer(f"fit_constant_{i}", c, persistent=False)
         if self.sign == "auto":
             self.register_buffer("reference", torch.zeros(2))
             """(fx, fy) cycles/px of the order that holds +φ, as :meth:`calibrate` found it; zeros: not yet."""
@@ -444,7 +449,8 @@ class SidebandInput(InputOp):
     def _table(self, br: torch.Tensor, bi: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """The polynomial phase fitted to an (H, W) ramp-free field from its block means ``br + i·bi``, with
         the piston of what is left, as a table (B, d + 1, d + 1) (:func:`~.detrend.table`)."""
-        coef = detrend.fit(br, bi, h, w, self.detrend)
+        constants = tuple(getattr(self, f"fit_constant_{i}") for i in range(6))
+        coef = detrend.fit(br, bi, h, w, self.detrend, constants=constants)
         piston = detrend.piston(br, bi, coef, h, w, self.detrend)
         c = detrend.table(coef, self.detrend)
         return c + torch.nn.functional.pad(piston[:, None, None], (0, self.detrend, 0, self.detrend))

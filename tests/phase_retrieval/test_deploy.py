@@ -249,3 +249,25 @@ def test_export_check_of_the_sideband_network_at_two_sizes(run, tmp_path):
     assert [c.split(":")[0] for c in checks] == ["check 72x92 (batch 1)", "check 108x136 (batch 2)"]
     assert all(float(c.split("max abs error ")[1].split()[0]) <= 1e-4 for c in checks)
     assert result.output.splitlines()[-1] == f"wrote {target}"
+
+
+def test_every_shipped_phase_network_can_be_held_by_a_cuda_graph() -> None:
+    """The shipped demo child (detrend 3, congruent finish) and every phase config's model have nothing in
+    their forward that a CUDA graph cannot hold: the CUDA fast path captures them (it failed on an H200,
+    2026-11-27, on the detrend fit's constants made from Python values and its linalg.solve)."""
+    from sparseconn.architecture import Architecture
+    from sparseconn.engine.fastpath import host_round_trips
+    from sparseconn.models import build_model
+    from sparseconn.network import build_child
+
+    tasks = Path(__file__).resolve().parents[2] / "tasks"
+    nets = {"demo child": build_child(Architecture.load(tasks / "phase_retrieval/architectures/demo_child.json"))}
+    for config in sorted(tasks.glob("phase_retrieval*.yaml")):
+        cfg = load_run_config(config)
+        nets[config.name] = (build_model(cfg.model.name, cfg.model.params, cfg.space) if cfg.model is not None
+                             else build_supernet(SearchSpace(cfg.space)))
+    for name, net in nets.items():
+        op = getattr(net, "input_op", None)
+        if op is not None:
+            op.set_target_scale(12.0)  # the finish runs, as after training
+        assert host_round_trips(net, (1, 1, 128, 128)) == [], name

@@ -145,7 +145,8 @@ def test_sideband_detrend_removes_aberrations_of_any_size():
 
 def test_detrend_fit_recovers_a_polynomial_phase_and_solves_like_linalg():
     """The robust fit finds a known 4th-order polynomial (5 rad from end to end) under three cells of 4 rad
-    (to 0.03 rad RMS, 0.1 at worst), and its Gauss-Jordan solve gives ``torch.linalg.solve``'s answer."""
+    (to 0.03 rad RMS, 0.1 at worst), and its Gauss-Jordan solve, by products (exports) or by slices (CUDA
+    graphs), gives ``torch.linalg.solve``'s answer, in the whole fit too."""
     from sparseconn_tasks.phase_retrieval import detrend
 
     h, w = 192, 256
@@ -159,10 +160,13 @@ def test_detrend_fit_recovers_a_polynomial_phase_and_solves_like_linalg():
     br, bi = detrend.block_means(torch.cos(phase)[None], torch.sin(phase)[None])
     found = detrend.plane(detrend.fit(br, bi, h, w, 4), 4, h, w)[0]
     assert float((found - poly).abs().max()) < 0.1 and float((found - poly).pow(2).mean().sqrt()) < 0.03
+    sliced = detrend.fit(br, bi, h, w, 4, constants=detrend.fit_constants(4), graph_safe=True)
+    assert torch.allclose(sliced, detrend.fit(br, bi, h, w, 4), atol=1e-5)
     m = torch.randn(3, 6, 6, generator=g, dtype=torch.float64)
     m = m @ m.transpose(1, 2) + 0.1 * torch.eye(6, dtype=torch.float64)
     v = torch.randn(3, 6, generator=g, dtype=torch.float64)
-    assert torch.allclose(detrend._solve(m, v), torch.linalg.solve(m, v), atol=1e-9)
+    for how in (False, True):
+        assert torch.allclose(detrend._solve(m, v, sliced=how), torch.linalg.solve(m, v), atol=1e-9)
 
 
 @pytest.mark.parametrize("detrend", [1, 3])
