@@ -291,3 +291,24 @@ def test_viz_never_imports_torch():
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             assert not any(n == "torch" or n.startswith("torch.") for n in names), path
+
+
+def test_the_cli_tables_format_costs_as_the_report_does() -> None:
+    """A tiny child's 9.3 thousand parameters read 0.00926 (M) in the terminal and in the report alike (the
+    CLI once printed 0.01M beside the report's 0.00926)."""
+    from rich.console import Console
+
+    from sparseconn.cli.run import _HEADERS, _table
+    from sparseconn.viz.report import format_value
+
+    rows = [{"model": "child", "psnr": 38.114, "params": 9260, "macs": 5.0e7, "latency_ms": 104.93},
+            {"model": "classical", "psnr": 30.61, "params": 0, "macs": None, "latency_ms": 478.3}]
+    console = Console(width=160, record=True)
+    console.print(_table("test set", rows, _HEADERS))
+    text = console.export_text()
+    assert "params (M)" in text and "MACs (G)" in text
+    for cell in ("0.00926", "0.05", "38.11", "104.9", "–"):
+        assert cell in text, cell
+    assert "0.01M" not in text
+    assert [format_value("params", 9260), format_value("params", 0), format_value("other", 0.123456)] == \
+        ["0.00926", "–", "0.1235"]

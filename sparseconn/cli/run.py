@@ -23,6 +23,7 @@ from sparseconn.cli._runopts import (
 )
 from sparseconn.cli.common import app, handle_errors
 from sparseconn.errors import SparseconnError
+from sparseconn.viz.report import format_value
 
 
 def _echo_json(obj: object) -> None:
@@ -144,7 +145,7 @@ def _table(title: str, rows: list[dict], headers: dict[str, str]):
     for c in cols:
         table.add_column(headers.get(c, c), justify="right")
     for r in rows:
-        table.add_row(r["model"], *[_fmt(c, r.get(c)) for c in cols])
+        table.add_row(r["model"], *[format_value(c, r.get(c)) for c in cols])
     return table
 
 
@@ -165,17 +166,7 @@ def _print_rows(result: dict, as_json: bool) -> None:
         console.print(f"latency path of {name}: {path}")
 
 
-_HEADERS = {"params": "params", "macs": "MACs", "connections": "conn.", "latency_ms": "latency (ms)"}
-
-
-def _fmt(col: str, v: object) -> str:
-    if v is None or (col == "params" and v == 0):  # no parameters: nothing learned (the classical pipeline)
-        return "–"
-    if col == "params":
-        return f"{v / 1e6:.2f}M"
-    if col == "macs":
-        return f"{v / 1e9:.2f}G"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+_HEADERS = {"params": "params (M)", "macs": "MACs (G)", "connections": "conn.", "latency_ms": "latency (ms)"}
 
 
 @app.command("pipeline")
@@ -200,12 +191,12 @@ def pipeline_cmd(config: Path = typer.Argument(..., help=CONFIG_HELP), out: Path
         rows = summary["evaluation"]
         child = next((r for r in rows if r["model"] == summary["child_model"]), rows[0])
         headers = {**_HEADERS, **summary["metric_labels"]}
-        metrics = "  ".join(f"{headers.get(k, k)} {_fmt(k, v)}" for k, v in child.items()
+        metrics = "  ".join(f"{headers.get(k, k)} {format_value(k, v)}" for k, v in child.items()
                             if k != "model" and k not in _HEADERS)  # the task's metrics only
         typer.echo(f"{child['model']} on the test set: {metrics}")
         for label, extra in (summary.get("sets") or {}).items():
             row = next((r for r in extra["rows"] if r["model"] == summary["child_model"]), None)
             if row is not None:
-                vals = "  ".join(f"{headers.get(k, k)} {_fmt(k, v)}" for k, v in row.items() if k != "model")
+                vals = "  ".join(f"{headers.get(k, k)} {format_value(k, v)}" for k, v in row.items() if k != "model")
                 typer.echo(f"{row['model']} on the {label} set: {vals}")
         typer.echo(f"run folder: {out} (summary.json, report.md, report.html)")

@@ -105,6 +105,21 @@ COST_COLUMNS: list[Column] = [
     ("latency (ms)", "latency_ms", _fmt(".1f")),
     ("speed-up", "speedup", _speedup),
 ]
+_FORMATTERS: dict[str, Callable[[Any], str]] = {key: f for _, key, f in (*KNOWN_METRICS.values(), *COST_COLUMNS)}
+
+
+def format_value(key: str, value: Any) -> str:
+    """``value`` of the column ``key`` as the report shows it (the unit is in the column's header: params
+    in millions, MACs in billions); another key's number with 4 digits, "–" for none. The CLI's tables
+    use it too, so that a terminal and a report read the same."""
+    formatter = _FORMATTERS.get(key)
+    if formatter is not None:
+        return formatter(value)
+    if value is None:
+        return MISSING
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 _NOT_METRICS = {"model", "speedup"} | {key for _, key, _ in COST_COLUMNS}
 
 
