@@ -103,9 +103,8 @@ def test_classical_model_run_evaluates_and_infers(classical_run, tmp_path):
     assert mine["params"] == 0 and mine["macs"] is None and mine["latency_ms"] > 0
     # Nothing learned, MACs not counted: "–" in the tables (as for a value not measured), not "0.00M".
     for name in ("FT + unwrap (classical model)", "FT + unwrap (classical)"):
-        assert cost_cells(printed, name, "│", ("params", "MACs")) == ["–", "–"], printed
-        assert cost_cells((classical_run / "report.md").read_text(), name, "|", ("params (M)", "MACs (G)")) == [
-            "–", "–"]
+        for table, bar in ((printed, "│"), ((classical_run / "report.md").read_text(), "|")):  # the same headers
+            assert cost_cells(table, name, bar, ("params (M)", "MACs (G)")) == ["–", "–"], table
     holo = make_task(lm.cfg).example_input((64, 64))
     np.save(tmp_path / "h.npy", holo[0])
     invoke("infer", classical_run, tmp_path / "h.npy", "--out", tmp_path / "pred", "--device", "cpu")
