@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -268,7 +269,7 @@ class _Forwards(nn.Module):
         if self.what == "values":
             y = y * torch.tensor([[[[1.0]], [[2.0]]]], device=x.device)
         elif self.what == "numpy":
-            y = y + torch.from_numpy(__import__("numpy").ones(1, dtype="float32")).to(x.device)
+            y = y + torch.from_numpy(np.ones(1, dtype=np.float32)).to(x.device)
         elif self.what == "solve":
             y = y + torch.linalg.solve(torch.eye(2, device=x.device), y.mean(dim=(2, 3))[..., None])[..., None]
         elif self.what == "read":

@@ -267,10 +267,12 @@ class SidebandInput(InputOp):
         self.pad = int(pad)
         self.grad_scale = float(grad_scale)
         self.detrend = detrend
-        if detrend > 1:  # the fit's constant matrices, moved with the layer: made per call they would be a
-            # copy from the host, which a CUDA graph cannot hold (not saved: they follow from the degree)
-            for i, c in enumerate(detrend_fit_constants(detrend)):
-                self.register_buffer(f"fit_constant_{i}", c, persistent=False)
+        # The fit's constant matrices, moved with the layer: made per call they would be a copy from the
+        # host, which a CUDA graph cannot hold (not saved: they follow from the degree).
+        constants = detrend_fit_constants(detrend) if detrend > 1 else ()
+        self._fit_constants = tuple(f"fit_constant_{i}" for i in range(len(constants)))
+        for name, c in zip(self._fit_constants, constants, strict=True):
+            self.register_buffer(name, c, persistent=False)
         if self.sign == "auto":
             self.register_buffer("reference", torch.zeros(2))
             """(fx, fy) cycles/px of the order that holds +φ, as :meth:`calibrate` found it; zeros: not yet."""
@@ -449,7 +451,7 @@ class SidebandInput(InputOp):
     def _table(self, br: torch.Tensor, bi: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """The polynomial phase fitted to an (H, W) ramp-free field from its block means ``br + i·bi``, with
         the piston of what is left, as a table (B, d + 1, d + 1) (:func:`~.detrend.table`)."""
-        constants = tuple(getattr(self, f"fit_constant_{i}") for i in range(6))
+        constants = tuple(getattr(self, name) for name in self._fit_constants)
         coef = detrend.fit(br, bi, h, w, self.detrend, constants=constants)
         piston = detrend.piston(br, bi, coef, h, w, self.detrend)
         c = detrend.table(coef, self.detrend)
