@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -11,7 +13,8 @@ from sparseconn.pruning import derive
 from sparseconn.registry import import_modules
 from sparseconn.space import SearchSpace
 
-torch.set_num_threads(2)
+# `make test` runs two pytest-xdist workers on 2 cores: one thread each, or four threads would share two cores.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 def tiny_config(plugins: list[str] | None = None, **overrides) -> SpaceConfig:
