@@ -1,7 +1,8 @@
 """Plane arithmetic of the sideband layer (:class:`~tasks.phase_retrieval.inputs.SidebandInput`): neighbour
 products, the separable correction phasor, and the parts its CPU fast path compiles
 (:meth:`~tasks.phase_retrieval.inputs.SidebandInput.compile_parts`): row sums, which run in parallel over
-rows, and the four output channels in one pass with a vectorised atan2, written channels-last."""
+rows, the detrend's fit, and the four output channels in one pass with a vectorised atan2, written as
+planes (NCHW: a channels-last output of four channels fills a quarter of inductor's vectors)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from sparseconn_tasks.phase_retrieval import detrend
 from sparseconn_tasks.phase_retrieval.detrend import grid
 
 
@@ -70,7 +72,7 @@ def _piston_row_sums(re: torch.Tensor, im: torch.Tensor, cx: torch.Tensor,
 
 def _channels(re: torch.Tensor, im: torch.Tensor, cx: torch.Tensor, sx: torch.Tensor, cy: torch.Tensor,
               sy: torch.Tensor, ax: torch.Tensor, ay: torch.Tensor, grad_scale: float) -> torch.Tensor:
-    """The layer's output (B, 4, H, W), channels-last, from the field's planes and its correction (the
+    """The layer's output (B, 4, H, W) from the field's planes and its correction (the
     phasors with the piston, the steps ``ax, ay``): what :meth:`SidebandInput._forward` computes eagerly."""
     pr, pi = _correction(cx, sx, cy, sy)
     inv = torch.rsqrt((re * re + im * im).clamp_min(1e-24))
@@ -80,9 +82,8 @@ def _channels(re: torch.Tensor, im: torch.Tensor, cx: torch.Tensor, sx: torch.Te
     uy, vy = torch.cos(ay)[:, :, None], torch.sin(ay)[:, :, None]
     dx = torch.nn.functional.pad(_atan2_poly(xi * tx - xr * ty, xr * tx + xi * ty), (0, 1))
     dy = torch.nn.functional.pad(_atan2_poly(yi * uy - yr * vy, yr * uy + yi * vy), (0, 0, 0, 1))
-    out = torch.stack([(re * pr - im * pi) * inv, (re * pi + im * pr) * inv, dx * grad_scale, dy * grad_scale],
-                      dim=1)
-    return out.contiguous(memory_format=torch.channels_last)
+    return torch.stack([(re * pr - im * pi) * inv, (re * pi + im * pr) * inv, dx * grad_scale, dy * grad_scale],
+                       dim=1)
 
 
 def _ramp_free_blocks(re: torch.Tensor, im: torch.Tensor, cx: torch.Tensor, sx: torch.Tensor, cy: torch.Tensor,
@@ -96,7 +97,7 @@ def _ramp_free_blocks(re: torch.Tensor, im: torch.Tensor, cx: torch.Tensor, sx: 
 
 def _channels_detrended(re: torch.Tensor, im: torch.Tensor, cx: torch.Tensor, sx: torch.Tensor, cy: torch.Tensor,
                         sy: torch.Tensor, table: torch.Tensor, grad_scale: float) -> torch.Tensor:
-    """The layer's output (B, 4, H, W), channels-last, with ``detrend > 1``: the field turned by the ramp
+    """The layer's output (B, 4, H, W) with ``detrend > 1``: the field turned by the ramp
     phasor and by ``exp(-i·q)``, ``q`` the polynomial of ``table`` (B, d + 1, d + 1) with the piston, evaluated
     per pixel by Horner's rule (no plane of ``q`` or of the turned field is written)."""
     b, h, w = re.shape
@@ -120,14 +121,14 @@ def _channels_detrended(re: torch.Tensor, im: torch.Tensor, cx: torch.Tensor, sx
     yr, yi = _step(fr, fi, -2)
     dx = torch.nn.functional.pad(_atan2_poly(xi, xr), (0, 1))
     dy = torch.nn.functional.pad(_atan2_poly(yi, yr), (0, 0, 0, 1))
-    out = torch.stack([fr * inv, fi * inv, dx * grad_scale, dy * grad_scale], dim=1)
-    return out.contiguous(memory_format=torch.channels_last)
+    return torch.stack([fr * inv, fi * inv, dx * grad_scale, dy * grad_scale], dim=1)
 
 
 @functools.cache
 def compiled_parts() -> tuple[Callable[..., Any], ...]:
-    """:func:`_step_row_sums`, :func:`_piston_row_sums`, :func:`_channels`, :func:`_ramp_free_blocks` and
-    :func:`_channels_detrended` through ``torch.compile``, made once per process (each compiles on its
-    first call, and again for a new size)."""
+    """:func:`_step_row_sums`, :func:`_piston_row_sums`, :func:`_channels`, :func:`_ramp_free_blocks`,
+    :func:`_channels_detrended` and the detrend's :func:`~.detrend.fitted_table` through ``torch.compile``,
+    made once per process (each compiles on its first call, and again for a new size)."""
     return (torch.compile(_step_row_sums), torch.compile(_piston_row_sums), torch.compile(_channels),
-            torch.compile(_ramp_free_blocks), torch.compile(_channels_detrended))
+            torch.compile(_ramp_free_blocks), torch.compile(_channels_detrended),
+            torch.compile(detrend.fitted_table))
