@@ -100,11 +100,24 @@ INPUT_OPS: Registry[type[InputOp]] = Registry("input op")
 register_input_op = make_register(INPUT_OPS)
 
 
+def export_tracing() -> bool:
+    """Whether ``torch.export`` (which the ONNX exporter runs) is tracing, and not ``torch.compile``.
+
+    Read from the flag that ``torch.export`` sets, not from ``torch.compiler.is_exporting()``: before
+    PyTorch 2.13, dynamo answered that call with True under every ``torch.compile``, so compiled models
+    took the export forms (the CUDA fast path on PyTorch 2.11 ran the sideband layer's DFTs in float64 and
+    the detrend's solves as products with one-hot matrices: about 950 kernels a frame where eager launched
+    657)."""
+    flag = getattr(torch.compiler, "_is_exporting_flag", None)
+    return torch.compiler.is_exporting() if flag is None else bool(flag)
+
+
 def exporting() -> bool:
     """Whether an op is being traced for an export (``torch.export``, which the ONNX exporter runs, or
     TorchScript): sizes are then symbols, so an op builds size-dependent constants in the graph instead
-    of caching them, and may take export-friendly forms of a few ops; eager and compiled runs keep theirs."""
-    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+    of caching them, and may take export-friendly forms of a few ops; eager and compiled runs keep theirs
+    (:func:`export_tracing`)."""
+    return export_tracing() or torch.jit.is_tracing()
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -144,3 +144,51 @@ def test_ground_pool_of_a_channels_last_feature_on_cuda_matches_adaptive_pooling
     got = ground_pool(x, 3)
     assert got.shape == (2, 64, 3, 3)
     assert torch.allclose(got, F.adaptive_avg_pool2d(x.cpu(), 3).cuda(), atol=1e-6)
+
+
+def test_detrend_fit_by_triton_kernels_matches_the_torch_form_in_a_graph_and_compiled(monkeypatch) -> None:
+    """The detrend's fit by its Triton kernels (22 launches) against the torch form on the same GPU, for
+    two frames of two sizes and three degrees; then captured in a CUDA graph and replayed with new data,
+    and through ``torch.compile`` (a ``triton_op``)."""
+    from sparseconn_tasks.phase_retrieval import detrend, detrend_triton
+
+    if not detrend_triton.AVAILABLE:
+        pytest.skip("Triton is not installed")
+    torch.manual_seed(0)
+
+    def blocks(h: int, w: int, shift: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        y, x = torch.meshgrid(torch.linspace(-1, 1, h, device="cuda"), torch.linspace(-1, 1, w, device="cuda"),
+                              indexing="ij")
+        phase = 3 * x + 2 * y**2 - 1.5 * x * y + 0.8 * x**3 + 6 * torch.exp(-((x - shift)**2 + (y + 0.1)**2) / 0.05)
+        z = (1 + 0.1 * torch.randn(h, w, device="cuda")) * torch.polar(torch.ones_like(phase), phase)
+        z = torch.stack([z, 0.5 * z.conj()])
+        return detrend.block_means(z.real.contiguous(), z.imag.contiguous())
+
+    for degree in (1, 3, 4):
+        for h, w in ((1024, 1024), (250, 333)):
+            br, bi = blocks(h, w)
+            monkeypatch.setattr(detrend, "TRITON", False)
+            ref = detrend.fit(br, bi, h, w, degree)
+            monkeypatch.setattr(detrend, "TRITON", True)
+            got = detrend.fit(br, bi, h, w, degree)
+            diff = (detrend.plane(got, degree, h, w) - detrend.plane(ref, degree, h, w)).abs().max().item()
+            assert diff < 3e-5, (degree, h, w, diff)
+    h = w = 1024
+    constants = detrend.fit_constants(3, "cuda")
+    br, bi = blocks(h, w)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        detrend.fitted_table(br, bi, h, w, 3, constants)  # compiles the kernels outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = detrend.fitted_table(br, bi, h, w, 3, constants)
+    new_r, new_i = blocks(h, w, shift=0.4)
+    br.copy_(new_r)
+    bi.copy_(new_i)
+    graph.replay()
+    direct = detrend.fitted_table(new_r, new_i, h, w, 3, constants)
+    assert torch.allclose(captured, direct, atol=1e-6, rtol=0)
+    compiled = torch.compile(detrend.fitted_table)(new_r, new_i, h, w, 3, constants)
+    assert torch.allclose(compiled, direct, atol=1e-4, rtol=0)

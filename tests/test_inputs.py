@@ -127,3 +127,25 @@ def test_predict_pads_the_raw_input_only_for_a_model_that_does_not_pad_itself(re
     assert input_multiple(Plain()) == 8
     assert predict(Plain(), torch.rand(1, 1, 30, 30)).shape == (1, 1, 30, 30)
     assert recorded_sizes[-1] == (32, 32)
+
+
+def test_exporting_is_true_under_export_and_tracing_only(monkeypatch):
+    """``exporting()`` is False in eager and compiled runs and True while ``torch.export`` or TorchScript
+    traces; it reads the flag ``torch.export`` sets, because dynamo before PyTorch 2.13 answered
+    ``torch.compiler.is_exporting()`` with True under every ``torch.compile`` (imitated here by patching
+    the call), which sent compiled CUDA models down the export forms."""
+    import torch
+
+    from sparseconn.inputs import export_tracing, exporting
+
+    class Probe(torch.nn.Module):
+        def forward(self, t):
+            return t + float(exporting()) + 2.0 * float(export_tracing())
+
+    t = torch.zeros(2)
+    assert Probe()(t).tolist() == [0.0, 0.0]
+    assert torch.compile(Probe())(t).tolist() == [0.0, 0.0]
+    assert torch.export.export(Probe(), (t,)).module()(t).tolist() == [3.0, 3.0]
+    assert torch.jit.trace(Probe(), (t,))(t).tolist() == [1.0, 1.0]
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    assert not exporting() and not export_tracing()

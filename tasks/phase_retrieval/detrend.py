@@ -27,6 +27,8 @@ are large next to the field: degree 4 left 0.02 rad on the same fields but 0.44 
 
 Only tensor ops with fixed shapes for a given degree and block, so the fit traces for ONNX and
 TorchScript and compiles; the small normal equations are solved by Gauss-Jordan elimination in float64.
+On CUDA the reweighted solves run as Triton kernels (:mod:`.detrend_triton`, 22 launches a frame against
+about 250 for this form compiled), where Triton is installed.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import functools
 
 import torch
 import torch.nn.functional as F
+from sparseconn_tasks.phase_retrieval import detrend_triton
 
 from sparseconn.inputs import exporting
 
@@ -46,6 +49,17 @@ _ITERATIONS = 10
 after 4, 8 and 12 (each costs a few products over the steps)."""
 _SPREAD = 2.5  # the weight halves at about 0.9 · 2.5 σ
 _RIDGE = 1e-6  # relative to the normal matrix's mean diagonal: frames with few blocks stay solvable
+
+
+TRITON = True
+"""Fit on CUDA with the Triton kernels of :mod:`.detrend_triton` (22 launches a frame) where Triton is, rather
+than the torch form (about 250 launches compiled); off for comparisons."""
+
+
+def use_triton(device: torch.device, degree: int) -> bool:
+    """Whether :func:`fit` takes the Triton kernels on ``device``: CUDA, :data:`TRITON` on, Triton installed,
+    ``degree`` within their reach, and not an export."""
+    return TRITON and device.type == "cuda" and not exporting() and detrend_triton.supports(degree)
 
 
 def terms(degree: int) -> list[tuple[int, int]]:
@@ -158,7 +172,8 @@ def fit(zr: torch.Tensor, zi: torch.Tensor, h: int, w: int, degree: int, block: 
     ``constants``: :func:`fit_constants` for ``degree``, already on the device (a layer keeps them as buffers:
     made here from Python values they would be a copy from the host on every call, which a CUDA graph
     cannot hold). ``graph_safe``: solve by :func:`_solve` (sliced) rather than ``torch.linalg.solve``, which
-    waits for the device to check for errors; None: off the CPU only."""
+    waits for the device to check for errors; None: off the CPU only. On CUDA (:func:`use_triton`) the
+    reweighted solves are :func:`~.detrend_triton.fit_steps`' kernels instead, from the same steps and weights."""
     b, hb, wb = zr.shape
     sliced = (zr.device.type != "cpu") if graph_safe is None else graph_safe
     gx, wx = _steps(zr, zi, -1)  # (B, h', w' - 1): steps between block centres along a row
@@ -168,6 +183,8 @@ def fit(zr: torch.Tensor, zi: torch.Tensor, h: int, w: int, degree: int, block: 
     g = torch.stack([F.pad(gx * (w / (2 * block)), (0, 1)), F.pad(gy * (h / (2 * block)), (0, 0, 0, 1))], dim=1)
     w0 = torch.stack([F.pad(wx, (0, 1)), F.pad(wy, (0, 0, 0, 1))], dim=1)
     w0 = w0 / (w0.sum(dim=(1, 2, 3)) / max(wx[0].numel() + wy[0].numel(), 1)).clamp_min(1e-30)[:, None, None, None]
+    if sliced and use_triton(zr.device, degree):
+        return detrend_triton.fit_steps(g, w0, h, w, degree, block, _ITERATIONS, _SPREAD, _RIDGE)
     cx, cy = _coords(w, block, wb, zr.device), _coords(h, block, hb, zr.device)
     top, d = 2 * degree - 2, degree  # the normal matrix takes powers up to 2d - 2, the rest up to d - 1
     mx, my = F.pad((cx[1:] + cx[:-1]) / 2, (0, 1)), F.pad((cy[1:] + cy[:-1]) / 2, (0, 1))

@@ -30,7 +30,7 @@ from sparseconn_tasks.phase_retrieval.detrend import fit_constants as detrend_fi
 from sparseconn_tasks.phase_retrieval.sideband_compiled import _correction, _step, compiled_parts
 
 from sparseconn.errors import ConfigError
-from sparseconn.inputs import InputOp, Standardise, register_input_op
+from sparseconn.inputs import InputOp, Standardise, export_tracing, register_input_op
 from sparseconn.inputs import exporting as _exporting
 
 _TAPER = 0.3  # raised-cosine edge of the sideband window, as a fraction of its radius (as classical.py)
@@ -74,13 +74,13 @@ def _wide(x: torch.Tensor) -> torch.Tensor:
     """``x``, in float64 while the op is exported (``torch.export``, and ONNX through it): onnxruntime's
     float32 DFT on lengths that are not powers of two puts the output 3e-4 (128²) to 2e-3 (1024²) away
     from torch's; with float64 DFTs and sums, 1e-5 to 7e-5. Eager, compiled and TorchScript runs keep float32."""
-    return x.double() if torch.compiler.is_exporting() else x
+    return x.double() if export_tracing() else x
 
 
 def _total(x: torch.Tensor) -> torch.Tensor:
     """The float32 sum of (B, H, W) over each image, accumulated in float64 in an export: onnxruntime's
     float32 sum is off by ~1e-7 of the mean phase step, which is 1e-4 rad a thousand pixels away."""
-    if torch.compiler.is_exporting():
+    if export_tracing():
         return x.double().sum(dim=(-2, -1)).float()
     return x.sum(dim=(-2, -1))
 
