@@ -34,6 +34,7 @@ about 250 for this form compiled), where Triton is installed.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -56,10 +57,33 @@ TRITON = True
 than the torch form (about 250 launches compiled); off for comparisons."""
 
 
+_TRITON_FAILED: dict[str, str] = {}
+"""Devices where the Triton kernels failed to build or run in an eager call (a GPU or Triton release they do
+not compile for), with the first line of the error: :func:`fit` takes the torch form there from then on."""
+
+
 def use_triton(device: torch.device, degree: int) -> bool:
     """Whether :func:`fit` takes the Triton kernels on ``device``: CUDA, :data:`TRITON` on, Triton installed,
-    ``degree`` within their reach, and not an export."""
-    return TRITON and device.type == "cuda" and not exporting() and detrend_triton.supports(degree)
+    ``degree`` within their reach, not an export, and the kernels have not failed there before."""
+    return (TRITON and device.type == "cuda" and not exporting() and detrend_triton.supports(degree)
+            and str(device) not in _TRITON_FAILED)
+
+
+def _triton_fit(g: torch.Tensor, w0: torch.Tensor, h: int, w: int, degree: int, block: int) -> torch.Tensor | None:
+    """The reweighted solves by the Triton kernels; None where they fail in an eager call, which is said once
+    (a warning) and remembered, so that the caller takes the torch form. Under ``torch.compile`` a failure
+    comes when inductor builds the kernels, outside this call: the fast path's ``auto`` engine then falls back
+    to an eager one, which lands here."""
+    if torch.compiler.is_compiling():
+        return detrend_triton.fit_steps(g, w0, h, w, degree, block, _ITERATIONS, _SPREAD, _RIDGE)
+    try:
+        return detrend_triton.fit_steps(g, w0, h, w, degree, block, _ITERATIONS, _SPREAD, _RIDGE)
+    except Exception as exc:  # noqa: BLE001 - any build or launch failure: the torch form still answers
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        _TRITON_FAILED[str(g.device)] = first
+        warnings.warn(f"detrend: the Triton fit failed on {g.device} ({type(exc).__name__}: {first}); "
+                      "using the torch form there", RuntimeWarning, stacklevel=3)
+        return None
 
 
 def terms(degree: int) -> list[tuple[int, int]]:
@@ -184,7 +208,9 @@ def fit(zr: torch.Tensor, zi: torch.Tensor, h: int, w: int, degree: int, block: 
     w0 = torch.stack([F.pad(wx, (0, 1)), F.pad(wy, (0, 0, 0, 1))], dim=1)
     w0 = w0 / (w0.sum(dim=(1, 2, 3)) / max(wx[0].numel() + wy[0].numel(), 1)).clamp_min(1e-30)[:, None, None, None]
     if sliced and use_triton(zr.device, degree):
-        return detrend_triton.fit_steps(g, w0, h, w, degree, block, _ITERATIONS, _SPREAD, _RIDGE)
+        coef = _triton_fit(g, w0, h, w, degree, block)
+        if coef is not None:
+            return coef
     cx, cy = _coords(w, block, wb, zr.device), _coords(h, block, hb, zr.device)
     top, d = 2 * degree - 2, degree  # the normal matrix takes powers up to 2d - 2, the rest up to d - 1
     mx, my = F.pad((cx[1:] + cx[:-1]) / 2, (0, 1)), F.pad((cy[1:] + cy[:-1]) / 2, (0, 1))

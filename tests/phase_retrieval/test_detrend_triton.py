@@ -73,3 +73,29 @@ def test_fit_takes_the_torch_form_on_the_cpu_in_exports_and_beyond_degree_4(monk
     assert not detrend.use_triton(cuda, 3)
     with pytest.raises(ValueError, match="degree 5"):
         fit_steps(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4), 32, 32, 5, 8, 10, 2.5, 1e-6)
+
+
+def test_a_failing_triton_fit_falls_back_to_the_torch_form_once_said(monkeypatch) -> None:
+    """Kernels that fail to build on a GPU (or Triton release) they were not written for must not take the
+    model down: the fit warns once, answers by the torch form, and skips the kernels on that device after."""
+    calls = []
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        raise RuntimeError("PTX .version 9.9 does not support .target sm_12\nsecond line")
+
+    monkeypatch.setattr(detrend_triton, "fit_steps", broken)
+    monkeypatch.setattr(detrend, "_TRITON_FAILED", {})
+    real = detrend.use_triton
+    g = torch.Generator().manual_seed(1)
+    br, bi = torch.randn(2, 12, 16, generator=g), torch.randn(2, 12, 16, generator=g)
+    monkeypatch.setattr(detrend, "use_triton", lambda device, degree: False)
+    ref = detrend.fit(br, bi, 96, 128, 3, graph_safe=True)  # the torch form
+    monkeypatch.setattr(detrend, "use_triton", lambda device, degree: str(device) not in detrend._TRITON_FAILED)
+    with pytest.warns(RuntimeWarning, match=r"Triton fit failed on cpu \(RuntimeError: PTX .version 9.9"):
+        got = detrend.fit(br, bi, 96, 128, 3, graph_safe=True)
+    assert torch.equal(got, ref) and calls == [1]
+    assert detrend._TRITON_FAILED == {"cpu": "PTX .version 9.9 does not support .target sm_12"}
+    detrend.fit(br, bi, 96, 128, 3, graph_safe=True)
+    assert calls == [1]  # remembered: no second try on that device
+    assert not real(torch.device("cpu"), 3)
