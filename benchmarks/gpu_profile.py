@@ -1,6 +1,8 @@
 """Where a CUDA frame's time goes: kernel tables of the demo child's fast paths at 1024², batch 1.
 
-``python -m benchmarks.gpu_profile [OUT_DIR]`` (run by ``benchmarks/gpu_check.sh``). For each engine
+``python -m benchmarks.gpu_profile [OUT_DIR] [--fit]`` (run by ``benchmarks/gpu_check.sh``). First the
+detrend's fit alone, torch form against Triton kernels with a few launch settings (``--fit``: only that,
+about a minute). Then, for each engine
 (``eager``, ``compiled``) it prints the replayed CUDA graph's time per frame and, from a profile of the
 same model run outside the graph, the kernels per frame, their summed time, that time by kind (convolution,
 inductor's fused kernels, elementwise and copies, FFT, ...) and the 30 costliest. Also
@@ -98,10 +100,71 @@ def ground_pool_check() -> dict:
     return {"channels_last_us": nhwc * 1e3, "nchw_copy_us": nchw * 1e3, "product_us": product * 1e3}
 
 
-def main(out: Path | None) -> None:
+def _graphed_ms(fn, n: int = 500) -> tuple[float, torch.Tensor]:
+    """``fn()`` captured in a CUDA graph (after three calls on a side stream, which build its kernels):
+    ms per replay over ``n`` replays, and the graph's output."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return _per_call_ms(lambda _: graph.replay(), None, n), out
+
+
+def fit_check(size: int = 1024) -> dict:
+    """The detrend's fit alone (``fitted_table``, degree 3, one frame's block means at ``size``²), in a CUDA
+    graph: the torch form compiled against the Triton kernels (``detrend_triton``) with a few launch
+    settings (warps of the two kernels, steps per program); each row's largest difference from the torch
+    form's table."""
+    from sparseconn_tasks.phase_retrieval import detrend, detrend_triton
+
+    y, x = torch.meshgrid(torch.linspace(-1, 1, size, device="cuda"), torch.linspace(-1, 1, size, device="cuda"),
+                          indexing="ij")
+    phase = 3 * x + 2 * y**2 - 1.5 * x * y + 0.8 * x**3 + 6 * torch.exp(-((x - 0.2)**2 + (y + 0.1)**2) / 0.05)
+    z = torch.polar(torch.ones_like(phase), phase)[None]
+    br, bi = detrend.block_means(z.real.contiguous(), z.imag.contiguous())
+    constants = detrend.fit_constants(3, "cuda")
+    keep = detrend.TRITON, detrend_triton._WARPS, detrend_triton._PER_PROGRAM
+    rows = {}
+    try:
+        detrend.TRITON = False
+        compiled = torch.compile(detrend.fitted_table)
+        torch_ms, ref = _graphed_ms(lambda: compiled(br, bi, size, size, 3, constants))
+        rows["torch form, compiled"] = {"ms": torch_ms, "diff": 0.0}
+        detrend.TRITON = detrend_triton.AVAILABLE
+        for warps in ((4, 4), (4, 1), (2, 1), (1, 1), (8, 4)):
+            for per_program in (512, 256, 1024):
+                if warps != (4, 4) and per_program != 512:
+                    continue
+                detrend_triton._WARPS, detrend_triton._PER_PROGRAM = warps, per_program
+                ms, out = _graphed_ms(lambda: detrend.fitted_table(br, bi, size, size, 3, constants))
+                rows[f"Triton, warps {warps}, {per_program} steps a program"] = {
+                    "ms": ms, "diff": (out - ref).abs().max().item()}
+    finally:
+        detrend.TRITON, detrend_triton._WARPS, detrend_triton._PER_PROGRAM = keep
+    print(f"\ndetrend fit alone at {size}², degree 3, in a CUDA graph:")
+    for name, row in rows.items():
+        print(f"  {row['ms'] * 1e3:8.1f} us  {name}  (max |Δ| of the table vs the torch form {row['diff']:.1e})")
+    return rows
+
+
+def main(out: Path | None, only_fit: bool = False) -> None:
     print(torch.cuda.get_device_name(), torch.__version__)
     x = torch.from_numpy(hologram(1024))[None, None].cuda()
-    result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "ground_pool": ground_pool_check()}
+    result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
+    try:
+        result["fit"] = fit_check()
+    except Exception as exc:  # the kernel tables still run
+        print(f"fit check: failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    if only_fit:
+        if out is not None:
+            (out / "gpu_profile.json").write_text(json.dumps(result, indent=1))
+        return
+    result["ground_pool"] = ground_pool_check()
     for engine in ("eager", "compiled"):
         try:
             result[engine] = kernel_table(engine, x)
@@ -112,4 +175,5 @@ def main(out: Path | None) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else None)
+    args = [a for a in sys.argv[1:] if a != "--fit"]
+    main(Path(args[0]) if args else None, only_fit="--fit" in sys.argv[1:])

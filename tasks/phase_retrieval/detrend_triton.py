@@ -42,6 +42,9 @@ _PER_PROGRAM = 512
 """Steps per program: at 1024² (32 768 steps) 64 programs, at 128² (512) one."""
 _PARTS = 16
 """Parts summed per load where the programs' parts are gathered."""
+_WARPS = (4, 4)
+"""Warps a program of ``_moments`` and of ``_solve_spread`` (Triton's default; ``benchmarks/gpu_profile.py --fit``
+times other choices)."""
 MAX_DEGREE = 4
 
 
@@ -231,13 +234,17 @@ def _fit(g: torch.Tensor, w0: torch.Tensor, h: int, w: int, degree: int, block: 
     part = torch.empty((b, n_parts, _WIDTH, _WIDTH), device=g.device, dtype=torch.float32)
     shape = dict(DEGREE=degree, WIDTH=_WIDTH, TILE=_TILE, PER_PROGRAM=_PER_PROGRAM, PARTS=_PARTS)
     coords = (n_cells, wb, xs, xd, ys, yd, spread)
+    # Triton's default of 4 warps goes unnamed: a named one makes torch.compile wrap the kernel in an autotuner.
+    warps = [{} if n == 4 else {"num_warps": n} for n in _WARPS]
     for it in range(iterations + 1):
         # The first fit reads no last coefficients nor spread: it is handed the parts' buffer, unread.
         last_coef, last_spread = (coefs[it - 1], spreads[it - 1]) if it else (part, part)
         spread_out = spreads[it] if it < iterations else part  # the last solve writes no spread
-        _launch(_moments)[(b, n_parts)](g, w0, part, last_coef, last_spread, *coords, FIRST=it == 0, **shape)
+        _launch(_moments)[(b, n_parts)](g, w0, part, last_coef, last_spread, *coords, FIRST=it == 0, **shape,
+                                        **warps[0])
         _launch(_solve_spread)[(b, n_parts)](g, w0, part, coefs[it], last_coef, spread_out, last_spread, *coords,
-                                             ridge, n_terms, FIRST=it == 0, LAST=it == iterations, **shape)
+                                             ridge, n_terms, FIRST=it == 0, LAST=it == iterations, **shape,
+                                             **warps[1])
     return coefs[iterations][:, :n_terms].clone()
 
 
