@@ -90,19 +90,24 @@ if AVAILABLE:
         return tl.where(live[None, :] & (factor > 0), factor.to(tl.float32) * xp * yp, 0.0)
 
     @triton.jit
-    def _last_fit(coef_ptr, spread_ptr, n_parts, spread, WIDTH: tl.constexpr, PARTS: tl.constexpr):
+    def _last_fit(coef_ptr, spread_ptr, n_parts, spread, FIRST: tl.constexpr, WIDTH: tl.constexpr,
+                  PARTS: tl.constexpr):
         """The last fit's coefficients (WIDTH,) and its spread ``max(2.5σ, 1e-12)`` from the parts' sums
-        ``Σ w·|r|``, ``Σ w`` at ``spread_ptr`` (``n_parts`` pairs)."""
-        c = tl.load(coef_ptr + tl.arange(0, WIDTH))
-        parts = tl.arange(0, PARTS)
-        num = tl.zeros((PARTS,), dtype=tl.float32)
-        den = tl.zeros((PARTS,), dtype=tl.float32)
-        for start in range(0, n_parts, PARTS):
-            m = start + parts < n_parts
-            num += tl.load(spread_ptr + 2 * (start + parts), mask=m, other=0.0)
-            den += tl.load(spread_ptr + 2 * (start + parts) + 1, mask=m, other=0.0)
-        sigma = tl.sum(num, axis=0) / tl.maximum(tl.sum(den, axis=0), 1e-30)
-        return c, tl.maximum(spread * sigma, 1e-12).to(tl.float32)
+        ``Σ w·|r|``, ``Σ w`` at ``spread_ptr`` (``n_parts`` pairs); nothing is read for the first fit."""
+        if FIRST:
+            c, s = tl.zeros((WIDTH,), dtype=tl.float32), 1.0
+        else:
+            c = tl.load(coef_ptr + tl.arange(0, WIDTH))
+            parts = tl.arange(0, PARTS)
+            num = tl.zeros((PARTS,), dtype=tl.float32)
+            den = tl.zeros((PARTS,), dtype=tl.float32)
+            for start in range(0, n_parts, PARTS):
+                m = start + parts < n_parts
+                num += tl.load(spread_ptr + 2 * (start + parts), mask=m, other=0.0)
+                den += tl.load(spread_ptr + 2 * (start + parts) + 1, mask=m, other=0.0)
+            sigma = tl.sum(num, axis=0) / tl.maximum(tl.sum(den, axis=0), 1e-30)
+            s = tl.maximum(spread * sigma, 1e-12).to(tl.float32)
+        return c, s
 
     @triton.jit
     def _weights(g, w0, phi, c, s, FIRST: tl.constexpr):
@@ -117,6 +122,17 @@ if AVAILABLE:
         return w
 
     @triton.jit
+    def _tile(g_ptr, w0_ptr, idx, n, n_cells, width, xs, xd, ys, yd, c, s, FIRST: tl.constexpr,
+              DEGREE: tl.constexpr, WIDTH: tl.constexpr):
+        """A tile of steps ``idx`` of one frame (``g_ptr``, ``w0_ptr`` at its first step): their steps, basis and
+        weights (:func:`_basis`, :func:`_weights`); 0 beyond the ``n`` steps."""
+        m = idx < n
+        g = tl.load(g_ptr + idx, mask=m, other=0.0)
+        w0 = tl.load(w0_ptr + idx, mask=m, other=0.0)
+        phi = _basis(idx, n_cells, width, xs, xd, ys, yd, DEGREE, WIDTH)
+        return g, phi, _weights(g, w0, phi, c, s, FIRST)
+
+    @triton.jit
     def _moments(g_ptr, w0_ptr, part_ptr, coef_ptr, spread_ptr, n_cells, width, xs, xd, ys, yd, spread,
                  FIRST: tl.constexpr, DEGREE: tl.constexpr, WIDTH: tl.constexpr, TILE: tl.constexpr,
                  PER_PROGRAM: tl.constexpr, PARTS: tl.constexpr):
@@ -128,18 +144,11 @@ if AVAILABLE:
         n = 2 * n_cells
         offs = tl.arange(0, TILE)
         t = tl.arange(0, WIDTH)
-        if FIRST:
-            c, s = tl.zeros((WIDTH,), dtype=tl.float32), 1.0
-        else:
-            c, s = _last_fit(coef_ptr + b * WIDTH, spread_ptr + b * n_parts * 2, n_parts, spread, WIDTH, PARTS)
+        c, s = _last_fit(coef_ptr + b * WIDTH, spread_ptr + b * n_parts * 2, n_parts, spread, FIRST, WIDTH, PARTS)
         acc = tl.zeros((WIDTH, WIDTH), dtype=tl.float32)
         for start in range(0, PER_PROGRAM, TILE):
-            idx = p * PER_PROGRAM + start + offs
-            m = idx < n
-            g = tl.load(g_ptr + b * n + idx, mask=m, other=0.0)
-            w0 = tl.load(w0_ptr + b * n + idx, mask=m, other=0.0)
-            phi = _basis(idx, n_cells, width, xs, xd, ys, yd, DEGREE, WIDTH)
-            w = _weights(g, w0, phi, c, s, FIRST)
+            g, phi, w = _tile(g_ptr + b * n, w0_ptr + b * n, p * PER_PROGRAM + start + offs, n, n_cells, width,
+                              xs, xd, ys, yd, c, s, FIRST, DEGREE, WIDTH)
             lhs = phi * w[:, None]
             rhs = tl.where(t[None, :] == WIDTH - 1, g[:, None], phi)
             acc += tl.dot(tl.trans(lhs), rhs, input_precision="ieee")
@@ -182,20 +191,13 @@ if AVAILABLE:
         if not LAST:
             n = 2 * n_cells
             offs = tl.arange(0, TILE)
-            if FIRST:
-                c, s = tl.zeros((WIDTH,), dtype=tl.float32), 1.0
-            else:
-                c, s = _last_fit(last_coef_ptr + b * WIDTH, last_spread_ptr + b * n_parts * 2, n_parts, spread,
-                                 WIDTH, PARTS)
+            c, s = _last_fit(last_coef_ptr + b * WIDTH, last_spread_ptr + b * n_parts * 2, n_parts, spread, FIRST,
+                             WIDTH, PARTS)
             num = tl.zeros((TILE,), dtype=tl.float32)
             den = tl.zeros((TILE,), dtype=tl.float32)
             for start in range(0, PER_PROGRAM, TILE):
-                idx = p * PER_PROGRAM + start + offs
-                m = idx < n
-                g = tl.load(g_ptr + b * n + idx, mask=m, other=0.0)
-                w0 = tl.load(w0_ptr + b * n + idx, mask=m, other=0.0)
-                phi = _basis(idx, n_cells, width, xs, xd, ys, yd, DEGREE, WIDTH)
-                w = _weights(g, w0, phi, c, s, FIRST)
+                g, phi, w = _tile(g_ptr + b * n, w0_ptr + b * n, p * PER_PROGRAM + start + offs, n, n_cells, width,
+                                  xs, xd, ys, yd, c, s, FIRST, DEGREE, WIDTH)
                 num += w * tl.abs(g - tl.sum(phi * coef[None, :], axis=1))
                 den += w
             tl.store(spread_ptr + (b * n_parts + p) * 2, tl.sum(num, axis=0))
