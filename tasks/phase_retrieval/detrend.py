@@ -74,10 +74,11 @@ def _triton_fit(g: torch.Tensor, w0: torch.Tensor, h: int, w: int, degree: int, 
     (a warning) and remembered, so that the caller takes the torch form. Under ``torch.compile`` a failure
     comes when inductor builds the kernels, outside this call: the fast path's ``auto`` engine then falls back
     to an eager one, which lands here."""
+    args = (g, w0, h, w, degree, block, _ITERATIONS, _SPREAD, _RIDGE)
     if torch.compiler.is_compiling():
-        return detrend_triton.fit_steps(g, w0, h, w, degree, block, _ITERATIONS, _SPREAD, _RIDGE)
+        return detrend_triton.fit_steps(*args)
     try:
-        return detrend_triton.fit_steps(g, w0, h, w, degree, block, _ITERATIONS, _SPREAD, _RIDGE)
+        return detrend_triton.fit_steps(*args)
     except Exception as exc:  # noqa: BLE001 - any build or launch failure: the torch form still answers
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         _TRITON_FAILED[str(g.device)] = first
